@@ -1,0 +1,32 @@
+# The two commands of the README. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= all
+
+.PHONY: table1 table4 all test lint clean
+
+$(BIN)/snakemake: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+table1: $(BIN)/snakemake
+	$(BIN)/snakemake --cores $(CORES) results/table1.csv
+
+table4: $(BIN)/snakemake
+	$(BIN)/snakemake --cores $(CORES) results/table4.csv
+
+all: $(BIN)/snakemake
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(BIN)/snakemake
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/snakemake
+	$(BIN)/ruff check .
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf data runs results/*.csv results/*.md results/figures logs .snakemake

@@ -1,0 +1,1 @@
+"""Comparison methods, one module each, registered by name with `mona.registry.register`."""

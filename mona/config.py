@@ -1,0 +1,118 @@
+"""The run configuration: one YAML, schema-checked, turned into the engine's typed settings.
+
+`workflow/schemas/config.schema.yaml` checks keys and types (bad key -> message naming it);
+`check_config` adds the checks a schema cannot express: method names and their hyperparameters,
+table datasets, and protocol values that depend on the dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mona.augment import AugmentConfig
+from mona.engine import TrainConfig
+from mona.errors import DataError
+
+SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+PROTOCOL_DEFAULTS: dict[str, Any] = {
+    "split": "paper",
+    "split_seed": 0,
+    "labeled": "patients",
+    "checkpoint": "last",
+    "asd": "symmetric",
+    "units": "mm",
+    "empty": "strict",
+}
+
+
+def load_config(path: Path) -> dict:
+    """Read and validate a config file outside Snakemake (tests, benchmarks)."""
+    config = yaml.safe_load(Path(path).read_text())
+    validate_schema(config)
+    check_config(config)
+    return config
+
+
+def validate_schema(config: dict) -> None:
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        problems.append(f"config {where}: {error.message}")
+    if problems:
+        raise DataError(problems)
+
+
+def protocol(config: dict, dataset: str | None = None) -> dict[str, Any]:
+    """Protocol switches in force, with a dataset's own `split` overriding the global one."""
+    switches = {**PROTOCOL_DEFAULTS, **config.get("protocol", {})}
+    if dataset is not None and "split" in config["datasets"][dataset]:
+        switches["split"] = config["datasets"][dataset]["split"]
+    return switches
+
+
+def train_config(config: dict) -> TrainConfig:
+    return TrainConfig(**config.get("train", {}))
+
+
+def augment_config(config: dict) -> AugmentConfig:
+    values = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in config.get("augment", {}).items()
+    }
+    return AugmentConfig(**values)
+
+
+def method_hparams(config: dict, method: str) -> dict[str, Any]:
+    return dict((config.get("methods") or {}).get(method) or {})
+
+
+def check_config(config: dict) -> None:
+    """Semantic checks; raises DataError listing every problem."""
+    from mona.registry import load_methods
+
+    problems = []
+    methods = load_methods(tuple(config.get("plugins", [])))
+    known_train = {f.name for f in fields(TrainConfig)}
+    for key in config.get("train", {}):
+        if key not in known_train:
+            problems.append(f"config train.{key}: unknown key")
+    for key, values in (config.get("methods") or {}).items():
+        if key not in methods:
+            problems.append(f"config methods.{key}: unknown method")
+            continue
+        for name in values or {}:
+            if name not in methods[key].defaults:
+                problems.append(
+                    f"config methods.{key}.{name}: unknown hyperparameter "
+                    f"(known: {', '.join(sorted(methods[key].defaults)) or 'none'})"
+                )
+    for table, spec in config.get("tables", {}).items():
+        for dataset in spec["datasets"]:
+            if dataset not in config["datasets"]:
+                problems.append(f"config tables.{table}.datasets: unknown dataset {dataset!r}")
+        for method in spec["methods"]:
+            if method not in methods:
+                problems.append(
+                    f"config tables.{table}.methods: unknown method {method!r} "
+                    f"(registered: {', '.join(sorted(methods))})"
+                )
+    for name, dataset in config["datasets"].items():
+        if dataset["raw"] == "synthetic" and "synthetic" not in dataset:
+            problems.append(f"config datasets.{name}: raw is 'synthetic' but no synthetic section")
+        split = protocol(config, name)["split"]
+        if split == "ssl4mis" and dataset["kind"] != "acdc":
+            problems.append(f"config datasets.{name}: split 'ssl4mis' exists for ACDC only")
+    try:
+        augment_config(config)
+    except ValueError as error:
+        problems.append(f"config augment: {error}")
+    if problems:
+        raise DataError(problems)

@@ -1,0 +1,59 @@
+"""Losses and schedules shared by methods (SSL4MIS conventions)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """1 - Dice per class on softmax probabilities, averaged over all classes (background too).
+
+    Uses the squared-sum denominator of the SSL4MIS DiceLoss so numbers compare with it.
+    """
+    one_hot = F.one_hot(target.long(), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    dims = (0, 2, 3)
+    intersection = (probs * one_hot).sum(dims)
+    denominator = (probs * probs).sum(dims) + one_hot.sum(dims)
+    return (1 - (2 * intersection + smooth) / (denominator + smooth)).mean()
+
+
+def supervised_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`sup = 0.5 * (CE + Dice)` of METHODS.md."""
+    logits = logits.float()
+    return 0.5 * (
+        F.cross_entropy(logits, target.long()) + soft_dice_loss(logits.softmax(1), target)
+    )
+
+
+def sigmoid_rampup(progress: float) -> float:
+    """exp(-5 (1 - p)^2) for p = min(progress, 1): 0.0067 at the start, 1 at the end."""
+    p = min(max(progress, 0.0), 1.0)
+    return math.exp(-5.0 * (1.0 - p) ** 2)
+
+
+def consistency_weight(step: int, max_iterations: int, weight: float, rampup: float) -> float:
+    """SSL4MIS weight `w(t)`, ramped over the first `rampup` fraction of training.
+
+    SSL4MIS ramps over 200 x 150 = 30 000 iterations, i.e. its whole schedule (rampup = 1.0);
+    expressing the ramp as a fraction keeps that shape under shorter schedules.
+    """
+    length = max(rampup * max_iterations, 1.0)
+    return weight * sigmoid_rampup(step / length)
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, step: int, decay: float) -> None:
+    """Teacher <- alpha teacher + (1 - alpha) student, alpha = min(1 - 1/(step+1), decay).
+
+    Parameters only, as in the reference mean-teacher code: the teacher runs in train mode and
+    keeps its own BatchNorm statistics.
+    """
+    alpha = min(1.0 - 1.0 / (step + 1), decay)
+    teacher_params = list(teacher.parameters())
+    student_params = [p.detach() for p in student.parameters()]
+    torch._foreach_mul_(teacher_params, alpha)
+    torch._foreach_add_(teacher_params, student_params, alpha=1.0 - alpha)

@@ -1,0 +1,107 @@
+"""The small interface every method implements; the engine does everything else.
+
+A method builds its networks in `__init__`, computes its losses in `train_step` and names the
+network used at test time. It never writes files, loops, steps optimizers or moves data: that is
+the engine's job, so every method is trained and measured the same way.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from mona.augment import Augmenter
+from mona.models import SegmentationNet, build_backbone
+
+
+@dataclass
+class Batch:
+    """One training step's data, already on the training device.
+
+    `*_image` are weak views (the default student input); `*_raw_*` the same slices without
+    augmentation, for methods that build their own views with `ctx.augmenter`. Positions are
+    (slice index + 1) / depth within the slice's volume; `*_volume` index the volumes.
+    """
+
+    labeled_image: torch.Tensor
+    labeled_mask: torch.Tensor
+    unlabeled_image: torch.Tensor
+    labeled_raw_image: torch.Tensor
+    labeled_raw_mask: torch.Tensor
+    unlabeled_raw_image: torch.Tensor
+    labeled_position: torch.Tensor
+    unlabeled_position: torch.Tensor
+    labeled_volume: torch.Tensor
+    unlabeled_volume: torch.Tensor
+
+    @property
+    def num_labeled(self) -> int:
+        return self.labeled_image.shape[0]
+
+
+@dataclass
+class MethodContext:
+    """What a method may know about the run it is part of."""
+
+    num_classes: int
+    in_channels: int
+    backbone: str
+    widths: list[int]
+    upsample: str
+    max_iterations: int
+    augmenter: Augmenter
+    stage: str = "train"
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    def build_backbone(self) -> SegmentationNet:
+        return build_backbone(
+            self.backbone, self.in_channels, self.num_classes, self.widths, self.upsample
+        )
+
+
+class Method(nn.Module, ABC):
+    """Base class of every registered method.
+
+    Class attributes describe the method to the DAG: `stages` it trains in order, whether it
+    learns from every training patient (`labeled_pool = "all"`, the same run for every labeled
+    ratio) and whether it reads unlabeled data. `defaults` are its hyperparameters; the config's
+    `methods.<name>` section overrides them and may not add unknown keys.
+    """
+
+    name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    stages: ClassVar[tuple[str, ...]] = ("train",)
+    labeled_pool: ClassVar[str] = "subset"
+    uses_unlabeled: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, ctx: MethodContext):
+        super().__init__()
+        self.ctx = ctx
+        self.hp = {**self.defaults, **ctx.hparams}
+
+    @abstractmethod
+    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        """Losses of one step; the engine back-propagates `loss` and logs every entry."""
+
+    @abstractmethod
+    def inference_net(self) -> SegmentationNet:
+        """The network evaluated at test time (and carried into the next stage)."""
+
+    def after_step(self, step: int) -> None:
+        """Called after the optimizer step (EMA teachers, memory banks)."""
+
+    def configure_optimizers(
+        self, lr: float, momentum: float, weight_decay: float
+    ) -> list[torch.optim.Optimizer]:
+        """One SGD over every trainable parameter; methods with several override this."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)]
+
+    def start_from(self, previous_stage: dict[str, torch.Tensor]) -> None:
+        """Load the previous stage's method state (default: the whole state, strictly)."""
+        self.load_state_dict(previous_stage)

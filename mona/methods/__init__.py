@@ -1,0 +1,1 @@
+"""Methods that belong to the MONA paper itself (MONA, GLCon)."""

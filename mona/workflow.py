@@ -1,0 +1,146 @@
+"""What each Snakemake rule runs: one small function per rule, paths in, files out.
+
+Rules hold no logic beyond wiring paths and resources; `workflow/scripts/*.py` call `main` here
+with the `snakemake` object. A `DataError` (bad input or config) ends the job with every problem
+listed and exit code 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mona.errors import DataError
+
+
+def synthesize(smk: Any) -> None:
+    from mona.data.synthetic import generate
+
+    dataset = smk.config["datasets"][smk.wildcards.dataset]
+    synthetic = dataset["synthetic"]
+    generate(
+        dataset["kind"],
+        Path(smk.output[0]),
+        patients=synthetic["patients"],
+        slices=tuple(synthetic["slices"]),
+        size=synthetic["size"],
+        seed=synthetic.get("seed", 0),
+    )
+
+
+def preprocess(smk: Any) -> None:
+    from mona.data.preprocess import preprocess as run
+
+    dataset = smk.config["datasets"][smk.wildcards.dataset]
+    out_dir = Path(smk.output[0]).parent
+    run(
+        dataset["kind"],
+        Path(smk.input[0]),
+        out_dir,
+        image_size=smk.config["train"]["image_size"],
+    )
+
+
+def split(smk: Any) -> None:
+    from mona.config import protocol
+    from mona.data.splits import make_split
+    from mona.io import read_json, write_json
+
+    name = smk.wildcards.dataset
+    switches = protocol(smk.config, name)
+    manifest = read_json(Path(smk.input[0]))
+    fractions = smk.config["datasets"][name].get("fractions", [0.6, 0.2, 0.2])
+    write_json(
+        make_split(manifest, switches["split"], fractions, switches["split_seed"]),
+        Path(smk.output[0]),
+    )
+
+
+def train(smk: Any) -> None:
+    import torch
+
+    from mona.config import augment_config, method_hparams, protocol, train_config
+    from mona.data.splits import labeled_subset
+    from mona.engine import RunSpec, Trainer
+    from mona.io import read_json, write_json
+
+    w, config = smk.wildcards, smk.config
+    torch.set_num_threads(max(1, smk.threads))
+    switches = protocol(config, w.dataset)
+    manifest_path, split_path = Path(smk.input.manifest), Path(smk.input.split)
+    split_data = read_json(split_path)
+    labeled = labeled_subset(
+        split_data, read_json(manifest_path), w.ratio, int(w.seed), switches["labeled"]
+    )
+    run_dir = Path(smk.output[0]).parent
+    write_json(labeled, run_dir / "labeled.json")
+    spec = RunSpec(
+        dataset=w.dataset,
+        method=w.method,
+        ratio=w.ratio,
+        seed=int(w.seed),
+        stage=w.stage,
+        processed_dir=manifest_path.parent,
+        run_dir=run_dir,
+        split=split_data,
+        labeled=labeled,
+        hparams=method_hparams(config, w.method),
+        protocol=switches,
+        previous_stage=Path(smk.input.previous) if "previous" in smk.input.keys() else None,
+        plugins=tuple(config.get("plugins", [])),
+    )
+    Trainer(spec, train_config(config), augment_config(config)).run()
+
+
+def evaluate(smk: Any) -> None:
+    import torch
+
+    from mona.config import protocol
+    from mona.evaluate.run import evaluate_run
+    from mona.io import read_json
+
+    torch.set_num_threads(max(1, smk.threads))
+    model = Path(smk.input.model)
+    evaluate_run(
+        model,
+        Path(smk.input.manifest).parent,
+        read_json(Path(smk.input.split)),
+        protocol(smk.config, smk.wildcards.dataset),
+        read_json(model.parent / "train.json"),
+        Path(smk.output[0]),
+        workers=smk.threads,
+    )
+
+
+def aggregate(smk: Any) -> None:
+    from mona.report.tables import write_table
+
+    write_table(
+        smk.wildcards.table,
+        [Path(p) for p in smk.input],
+        Path(smk.output.csv),
+        Path(smk.output.md),
+        smk.config,
+    )
+
+
+def main(step: Callable[[Any], None], smk: Any) -> None:
+    """Run a rule's step with its output in the rule's log; bad input -> problem list, exit 2."""
+    terminal = sys.stderr
+    log = open(smk.log[0], "a", buffering=1) if smk.log else None  # noqa: SIM115
+    if log is not None:
+        sys.stdout = sys.stderr = log
+    try:
+        step(smk)
+    except DataError as error:
+        lines = ["error: problems in the input data or config:"]
+        lines += [f"  - {message}" for message in error.messages]
+        for stream in {terminal, sys.stderr}:
+            print("\n".join(lines), file=stream)
+        sys.exit(2)
+    finally:
+        if log is not None:
+            sys.stdout, sys.stderr = sys.__stdout__, terminal
+            log.close()

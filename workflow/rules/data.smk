@@ -1,0 +1,29 @@
+rule synthesize:
+    output:
+        directory("data/raw/synthetic/{dataset}"),
+    log:
+        "logs/synthesize/{dataset}.log",
+    script:
+        "../scripts/synthesize.py"
+
+
+rule preprocess:
+    input:
+        raw_input,
+    output:
+        "data/processed/{dataset}/manifest.json",
+    log:
+        "logs/preprocess/{dataset}.log",
+    script:
+        "../scripts/preprocess.py"
+
+
+rule split:
+    input:
+        "data/processed/{dataset}/manifest.json",
+    output:
+        "data/splits/{dataset}/split.json",
+    log:
+        "logs/split/{dataset}.log",
+    script:
+        "../scripts/split.py"

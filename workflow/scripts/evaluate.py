@@ -1,0 +1,5 @@
+"""Snakemake entry point of the `evaluate` rule; the work is `mona.workflow.evaluate`."""
+
+from mona.workflow import main, evaluate
+
+main(evaluate, snakemake)  # noqa: F821 (injected by Snakemake)
