@@ -306,7 +306,7 @@ class Trainer:
             if done % config.log_every == 0 or last:
                 self._check_finite(bad, losses, done)
                 record = {"step": done, "lr": factor * config.lr}
-                record.update({k: float(v) for k, v in losses.items()})
+                record.update({k: float(v.detach()) for k, v in losses.items()})
                 record["seconds"] = round(time.perf_counter() - started, 3)
                 log.write(json.dumps(record) + "\n")
                 log.flush()
@@ -336,7 +336,7 @@ class Trainer:
 
     def _check_finite(self, bad: torch.Tensor, losses: dict, step: int) -> None:
         if bool(bad):
-            values = {k: float(v) for k, v in losses.items()}
+            values = {k: float(v.detach()) for k, v in losses.items()}
             raise NonFiniteLossError(
                 f"{self.spec.run_dir}: non-finite loss at or before step {step} "
                 f"(last losses {values}); the last checkpoint is kept, lower the learning rate "

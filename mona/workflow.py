@@ -58,40 +58,64 @@ def split(smk: Any) -> None:
     )
 
 
-def train(smk: Any) -> None:
-    import torch
-
+def train_run(
+    config: dict,
+    *,
+    dataset: str,
+    method: str,
+    ratio: str,
+    seed: int,
+    stage: str,
+    manifest_path: Path,
+    split_path: Path,
+    run_dir: Path,
+    previous_stage: Path | None = None,
+) -> dict:
+    """Train one run (resuming it if a checkpoint exists); returns the run record."""
     from mona.config import augment_config, method_hparams, protocol, train_config
     from mona.data.splits import labeled_subset
     from mona.engine import RunSpec, Trainer
     from mona.io import read_json, write_json
 
-    w, config = smk.wildcards, smk.config
-    torch.set_num_threads(max(1, smk.threads))
-    switches = protocol(config, w.dataset)
-    manifest_path, split_path = Path(smk.input.manifest), Path(smk.input.split)
+    switches = protocol(config, dataset)
     split_data = read_json(split_path)
-    labeled = labeled_subset(
-        split_data, read_json(manifest_path), w.ratio, int(w.seed), switches["labeled"]
-    )
-    run_dir = Path(smk.output[0]).parent
+    labeled = labeled_subset(split_data, read_json(manifest_path), ratio, seed, switches["labeled"])
     write_json(labeled, run_dir / "labeled.json")
     spec = RunSpec(
+        dataset=dataset,
+        method=method,
+        ratio=ratio,
+        seed=seed,
+        stage=stage,
+        processed_dir=manifest_path.parent,
+        run_dir=run_dir,
+        split=split_data,
+        labeled=labeled,
+        hparams=method_hparams(config, method),
+        protocol=switches,
+        previous_stage=previous_stage,
+        plugins=tuple(config.get("plugins", [])),
+    )
+    return Trainer(spec, train_config(config), augment_config(config)).run()
+
+
+def train(smk: Any) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, smk.threads))
+    w = smk.wildcards
+    train_run(
+        smk.config,
         dataset=w.dataset,
         method=w.method,
         ratio=w.ratio,
         seed=int(w.seed),
         stage=w.stage,
-        processed_dir=manifest_path.parent,
-        run_dir=run_dir,
-        split=split_data,
-        labeled=labeled,
-        hparams=method_hparams(config, w.method),
-        protocol=switches,
+        manifest_path=Path(smk.input.manifest),
+        split_path=Path(smk.input.split),
+        run_dir=Path(smk.output[0]).parent,
         previous_stage=Path(smk.input.previous) if "previous" in smk.input.keys() else None,
-        plugins=tuple(config.get("plugins", [])),
     )
-    Trainer(spec, train_config(config), augment_config(config)).run()
 
 
 def evaluate(smk: Any) -> None:

@@ -15,7 +15,7 @@ def predict_volume(
     """Argmax labels (S, h, w) of a processed volume (S, h, w) at the training resolution."""
     labels = []
     for start in range(0, volume.shape[0], batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(volume[start : start + batch_size]))
+        chunk = torch.from_numpy(np.array(volume[start : start + batch_size], dtype=np.float32))
         logits = net(chunk.unsqueeze(1).to(device)).logits
         labels.append(logits.argmax(1))
     return torch.cat(labels)

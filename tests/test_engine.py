@@ -1,0 +1,165 @@
+"""The engine trains every method the same way, resumes exactly and refuses NaN."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mona.data.splits import labeled_subset, make_split
+from mona.engine import NonFiniteLossError, RunSpec, TrainConfig, Trainer
+from mona.io import read_json, write_json
+
+SMALL = {"widths": [4, 8, 16, 32, 64], "image_size": 32, "log_every": 2, "checkpoint_every": 3}
+
+
+def make_spec(processed: Path, run_dir: Path, method: str, ratio: str = "10", **kw) -> RunSpec:
+    manifest = read_json(processed / "manifest.json")
+    split = make_split(manifest, "paper", [0.6, 0.2, 0.2], seed=0)
+    return RunSpec(
+        dataset="acdc",
+        method=method,
+        ratio=ratio,
+        seed=0,
+        stage="train",
+        processed_dir=processed,
+        run_dir=run_dir,
+        split=split,
+        labeled=labeled_subset(split, manifest, ratio, 0),
+        **kw,
+    )
+
+
+def train(processed, run_dir, method, iterations=4, **kw):
+    config = TrainConfig(iterations=iterations, batch_labeled=2, batch_unlabeled=2, **SMALL)
+    trainer = Trainer(make_spec(processed, run_dir, method, **kw), config)
+    return trainer, trainer.run()
+
+
+def test_unet_l_trains_moves_the_loss_and_writes_its_record(processed_acdc, tmp_path):
+    trainer, record = train(processed_acdc, tmp_path, "unet_l", iterations=12)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    losses = [entry["loss"] for entry in log]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0]
+    saved = torch.load(tmp_path / "model.pt")
+    assert saved["method"] == "unet_l" and saved["num_classes"] == 4
+    assert not (tmp_path / "checkpoint.pt").exists()
+    for key in ("method", "dataset", "ratio", "seed", "iterations", "code_version", "device"):
+        assert key in record
+    # supervised methods read labeled slices only, with the whole batch
+    assert trainer.batch_labeled == 4 and trainer.batch_unlabeled == 0
+
+
+def test_mean_teacher_teacher_is_the_ema_of_the_student(processed_acdc, tmp_path):
+    trainer, _ = train(processed_acdc, tmp_path / "a", "mt", iterations=1)
+    method = trainer.method
+    # after one step (step 0), alpha = min(1 - 1/1, 0.99) = 0 -> teacher equals student
+    for t, s in zip(method.teacher.parameters(), method.net.parameters(), strict=True):
+        assert torch.equal(t, s)
+    before = [p.detach().clone() for p in method.teacher.parameters()]
+    batch = trainer.make_batch(1)
+    losses = method.train_step(batch, 1)
+    assert set(losses) >= {"loss", "sup", "consistency"}
+    losses["loss"].backward()
+    torch.optim.SGD(method.net.parameters(), lr=0.1).step()
+    method.after_step(1)  # alpha = 0.5
+    for t, b, s in zip(method.teacher.parameters(), before, method.net.parameters(), strict=True):
+        assert torch.allclose(t, 0.5 * b + 0.5 * s)
+    assert not any(p.requires_grad for p in method.teacher.parameters())
+
+
+def test_same_seed_same_weights(processed_acdc, tmp_path):
+    a, _ = train(processed_acdc, tmp_path / "a", "mt", iterations=3)
+    b, _ = train(processed_acdc, tmp_path / "b", "mt", iterations=3)
+    for x, y in zip(a.method.state_dict().values(), b.method.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_non_finite_loss_stops_with_a_clear_message(processed_acdc, tmp_path):
+    config = TrainConfig(iterations=4, batch_labeled=2, batch_unlabeled=2, lr=1e30, **SMALL)
+    trainer = Trainer(make_spec(processed_acdc, tmp_path, "unet_l"), config)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss"):
+        trainer.run()
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_unknown_hyperparameter_is_refused(processed_acdc, tmp_path):
+    spec = make_spec(processed_acdc, tmp_path, "mt", hparams={"ema_decy": 0.9})
+    with pytest.raises(ValueError, match="ema_decy"):
+        Trainer(spec, TrainConfig(iterations=1, **SMALL))
+
+
+def test_best_val_keeps_the_best_validated_weights(processed_acdc, tmp_path):
+    spec = make_spec(processed_acdc, tmp_path, "unet_l", protocol={"checkpoint": "best_val"})
+    config = TrainConfig(iterations=4, batch_labeled=2, batch_unlabeled=2, val_every=2, **SMALL)
+    record = Trainer(spec, config).run()
+    scores = [
+        json.loads(line)
+        for line in (tmp_path / "log.jsonl").read_text().splitlines()
+        if "val_dice" in line
+    ]
+    assert [s["step"] for s in scores] == [2, 4]
+    assert record["best_val"]["score"] == max(s["val_dice"] for s in scores)
+    assert (tmp_path / "model.pt").exists() and not (tmp_path / "best.pt").exists()
+
+
+def _cli_train(config_path, processed, split_path, run_dir):
+    return [
+        sys.executable, "-m", "mona.cli", "train", "--config", str(config_path),
+        "--dataset", "acdc", "--method", "mt", "--ratio", "10", "--seed", "0",
+        "--manifest", str(processed / "manifest.json"), "--split", str(split_path),
+        "--run-dir", str(run_dir),
+    ]  # fmt: skip
+
+
+def test_killed_run_resumes_and_ends_with_the_uninterrupted_weights(processed_acdc, tmp_path):
+    train_cfg = {
+        "iterations": 40, "batch_labeled": 2, "batch_unlabeled": 2, "image_size": 32,
+        "widths": [8, 16, 32, 64, 128], "checkpoint_every": 5, "log_every": 5,
+    }  # fmt: skip
+    config = {
+        "datasets": {"acdc": {"kind": "acdc", "raw": str(processed_acdc)}},
+        "ratios": [10],
+        "seeds": [0],
+        "tables": {"table1": {"datasets": ["acdc"], "methods": ["mt"]}},
+        "train": train_cfg,
+    }
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    split_path = tmp_path / "split.json"
+    manifest = read_json(processed_acdc / "manifest.json")
+    write_json(make_split(manifest, "paper", [0.6, 0.2, 0.2], 0), split_path)
+
+    whole = tmp_path / "whole"
+    subprocess.run(_cli_train(config_path, processed_acdc, split_path, whole), check=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_cli_train(config_path, processed_acdc, split_path, killed))
+    checkpoint = killed / "checkpoint.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if checkpoint.exists() and torch.load(checkpoint)["step"] >= 10:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed / "model.pt").exists()
+    subprocess.run(_cli_train(config_path, processed_acdc, split_path, killed), check=True)
+    log = (killed / "log.jsonl").read_text()
+    assert '"event": "resume"' in log
+
+    a = torch.load(whole / "model.pt")["method_state"]
+    b = torch.load(killed / "model.pt")["method_state"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

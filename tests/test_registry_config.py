@@ -1,0 +1,74 @@
+"""Methods are found by name, plugins register from a file, and bad config keys are named."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mona.config import check_config, validate_schema
+from mona.errors import DataError
+from mona.registry import get_method, load_methods
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def test_builtin_methods_are_registered_with_their_dag_description():
+    methods = load_methods()
+    assert {"unet_f", "unet_l", "mt"} <= set(methods)
+    assert methods["unet_f"].labeled_pool == "all"
+    assert methods["unet_l"].labeled_pool == "subset" and not methods["unet_l"].uses_unlabeled
+    assert methods["mt"].stages == ("train",) and methods["mt"].display_name == "MT"
+    with pytest.raises(KeyError, match="unknown method 'nope'"):
+        get_method("nope")
+
+
+def test_a_plugin_file_registers_a_method(tmp_path):
+    plugin = tmp_path / "my_method.py"
+    plugin.write_text(
+        "from baselines.supervised import UNetLabeled\n"
+        "from mona.registry import register\n\n"
+        "@register('throwaway')\n"
+        "class Throwaway(UNetLabeled):\n"
+        "    display_name = 'Throwaway'\n"
+    )
+    assert get_method("throwaway", (str(plugin),)).display_name == "Throwaway"
+
+
+def test_shipped_configs_are_valid():
+    for name in ("config.yaml", "paper.yaml"):
+        config = yaml.safe_load((REPO / "config" / name).read_text())
+        validate_schema(config)
+        check_config(config)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["train"].update(iterations=-1), "config train.iterations"),
+        (lambda c: c["train"].update(itrations=5), "itrations"),
+        (lambda c: c["protocol"].update(asd="both"), "config protocol.asd"),
+        (lambda c: c.update(extra=1), "extra"),
+        (lambda c: c["datasets"]["acdc"].update(kind="brats"), "config datasets.acdc.kind"),
+    ],
+)
+def test_schema_errors_name_the_key(edit, message):
+    config = copy.deepcopy(DEFAULT)
+    edit(config)
+    with pytest.raises(DataError, match=message):
+        validate_schema(config)
+
+
+def test_semantic_errors_are_all_reported_at_once():
+    config = copy.deepcopy(DEFAULT)
+    config["methods"] = {"mt": {"ema_decy": 0.9}, "nonexistent": {}}
+    config["tables"]["table1"]["methods"].append("fancy")
+    config["datasets"]["lits"]["split"] = "ssl4mis"
+    with pytest.raises(DataError) as error:
+        check_config(config)
+    text = str(error.value)
+    for expected in ("methods.mt.ema_decy", "methods.nonexistent", "'fancy'", "ACDC only"):
+        assert expected in text

@@ -1,0 +1,61 @@
+"""Tables aggregate seeds by hand-checkable means and carry the paper's numbers."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from mona.io import write_json
+from mona.report.tables import write_table
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fake_metrics(path: Path, dataset, method, ratio, seed, dsc, asd, excluded=0):
+    write_json(
+        {
+            "dataset": dataset,
+            "method": method,
+            "ratio": ratio,
+            "seed": seed,
+            "code_version": "abc",
+            "device": "cpu",
+            "summary": {"dsc": dsc, "asd": asd, "asd_excluded": excluded},
+        },
+        path,
+    )
+    return path
+
+
+def test_table_means_stds_and_paper_columns(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = copy.deepcopy(config)
+    config["ratios"] = [5]
+    config["tables"]["table1"] = {"datasets": ["acdc"], "methods": ["unet_f", "mt"]}
+    paths = [
+        fake_metrics(tmp_path / "a.json", "acdc", "mt", "5", 0, 0.80, 2.0, excluded=1),
+        fake_metrics(tmp_path / "b.json", "acdc", "mt", "5", 1, 0.90, 4.0),
+        fake_metrics(tmp_path / "c.json", "acdc", "mt", "5", 2, 0.70, None, excluded=3),
+        fake_metrics(tmp_path / "d.json", "acdc", "unet_f", "all", 0, 0.95, 1.0),
+        fake_metrics(tmp_path / "e.json", "acdc", "mt", "10", 0, 0.10, 9.0),  # other ratio
+    ]
+    frame = write_table("table1", paths, tmp_path / "t.csv", tmp_path / "t.md", config)
+    mt = frame[frame.method_id == "mt"].iloc[0]
+    assert mt.method == "MT" and mt.n_seeds == 3
+    assert mt.dsc_mean == pytest.approx(80.0)
+    assert mt.dsc_std == pytest.approx(10.0)  # sample std of 80, 90, 70
+    assert mt.asd_mean == pytest.approx(3.0)  # the excluded-everything seed has no ASD
+    assert mt.asd_excluded == 4
+    assert (mt.paper_dsc, mt.paper_asd) == (58.3, 11.2)  # paper Table 1
+    unet_f = frame[frame.method_id == "unet_f"].iloc[0]
+    assert unet_f.n_seeds == 1 and unet_f.dsc_mean == pytest.approx(95.0)
+    assert pd.isna(unet_f.dsc_std)
+    csv = pd.read_csv(tmp_path / "t.csv")
+    assert {"empty", "asd", "units", "split", "data", "paper_dsc"} <= set(csv.columns)
+    assert set(csv.data) == {"synthetic"} and set(csv["empty"]) == {"strict"}
+    md = (tmp_path / "t.md").read_text()
+    assert "empty=strict" in md and "| acdc | 5 | MT | 80.0 ± 10.0 | 58.3 |" in md
