@@ -1,0 +1,1 @@
+"""Evaluation: inference on test volumes and per-class segmentation metrics."""
