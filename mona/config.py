@@ -70,8 +70,46 @@ def augment_config(config: dict) -> AugmentConfig:
     return AugmentConfig(**values)
 
 
-def method_hparams(config: dict, method: str) -> dict[str, Any]:
-    return dict((config.get("methods") or {}).get(method) or {})
+VARIANT_SEPARATOR = "~"
+
+
+def split_variant(run_method: str) -> tuple[str, dict[str, Any]]:
+    """A run's method name -> (registered method, hyperparameter overrides).
+
+    Ablation runs name their overrides in the path: `mona~k=3+lambda1=0.01` is `mona` with
+    k = 3 and lambda1 = 0.01 on top of the config's `methods.mona` section.
+    """
+    name, _, variant = run_method.partition(VARIANT_SEPARATOR)
+    overrides: dict[str, Any] = {}
+    for item in filter(None, variant.split("+")):
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise ValueError(f"bad method variant {run_method!r}: use name~key=value+key=value")
+        overrides[key] = yaml.safe_load(value)
+    return name, overrides
+
+
+def variant_name(method: str, overrides: dict[str, Any]) -> str:
+    """Inverse of `split_variant` (keys sorted, so one variant has one path)."""
+    if not overrides:
+        return method
+    items = "+".join(f"{k}={_format_value(v)}" for k, v in sorted(overrides.items()))
+    return f"{method}{VARIANT_SEPARATOR}{items}"
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if any(c in text for c in "+=/~ "):
+        raise ValueError(f"variant value {value!r} cannot be part of a path")
+    return text
+
+
+def method_hparams(config: dict, run_method: str) -> dict[str, Any]:
+    """The config's overrides for a method, then the run's own variant overrides."""
+    name, overrides = split_variant(run_method)
+    return {**((config.get("methods") or {}).get(name) or {}), **overrides}
 
 
 def check_config(config: dict) -> None:
@@ -99,7 +137,7 @@ def check_config(config: dict) -> None:
             if dataset not in config["datasets"]:
                 problems.append(f"config tables.{table}.datasets: unknown dataset {dataset!r}")
         for method in spec["methods"]:
-            if method not in methods:
+            if split_variant(method)[0] not in methods:
                 problems.append(
                     f"config tables.{table}.methods: unknown method {method!r} "
                     f"(registered: {', '.join(sorted(methods))})"

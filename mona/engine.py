@@ -91,6 +91,7 @@ class RunSpec:
     protocol: dict[str, Any] = field(default_factory=dict)
     previous_stage: Path | None = None
     plugins: tuple[str, ...] = ()
+    run_method: str = ""
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -367,6 +368,7 @@ class Trainer:
         return {
             "dataset": spec.dataset,
             "method": spec.method,
+            "run_method": spec.run_method or spec.method,
             "ratio": spec.ratio,
             "seed": spec.seed,
             "stage": spec.stage,

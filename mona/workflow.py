@@ -72,7 +72,13 @@ def train_run(
     previous_stage: Path | None = None,
 ) -> dict:
     """Train one run (resuming it if a checkpoint exists); returns the run record."""
-    from mona.config import augment_config, method_hparams, protocol, train_config
+    from mona.config import (
+        augment_config,
+        method_hparams,
+        protocol,
+        split_variant,
+        train_config,
+    )
     from mona.data.splits import labeled_subset
     from mona.engine import RunSpec, Trainer
     from mona.io import read_json, write_json
@@ -83,7 +89,8 @@ def train_run(
     write_json(labeled, run_dir / "labeled.json")
     spec = RunSpec(
         dataset=dataset,
-        method=method,
+        method=split_variant(method)[0],
+        run_method=method,
         ratio=ratio,
         seed=seed,
         stage=stage,

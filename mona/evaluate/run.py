@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mona.evaluate.metrics import score_cases_parallel, summarize
 from tqdm import tqdm
 
 from mona.evaluate.inference import predict_volume, to_original_grid
+from mona.evaluate.metrics import score_cases_parallel, summarize
 from mona.io import read_json, write_json
 from mona.models import build_backbone
 

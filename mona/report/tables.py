@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mona.config import protocol
+from mona.config import protocol, split_variant
 from mona.io import atomic_path, read_json
 
 PAPER_FILES = {"table1": "table1_acdc_lits.csv", "table4": "table4_mmwhs.csv"}
@@ -38,7 +38,7 @@ def collect_runs(metrics_paths: list[Path]) -> pd.DataFrame:
         rows.append(
             {
                 "dataset": metrics["dataset"],
-                "method_id": metrics["method"],
+                "method_id": metrics.get("run_method") or metrics["method"],
                 "run_ratio": str(metrics["ratio"]),
                 "seed": metrics["seed"],
                 "dsc": None if summary["dsc"] is None else 100.0 * summary["dsc"],
@@ -64,7 +64,7 @@ def build_table(table: str, metrics_paths: list[Path], config: dict) -> pd.DataF
         synthetic = config["datasets"][dataset]["raw"] == "synthetic"
         for ratio in config["ratios"]:
             for method_id in spec["methods"]:
-                cls = methods[method_id]
+                cls = methods[split_variant(method_id)[0]]
                 run_ratio = "all" if cls.labeled_pool == "all" else str(ratio)
                 runs_here = runs[
                     (runs.dataset == dataset)

@@ -3,7 +3,7 @@ import sys
 
 from snakemake.utils import validate
 
-from mona.config import check_config
+from mona.config import check_config, split_variant
 from mona.errors import DataError
 from mona.registry import load_methods
 
@@ -20,7 +20,7 @@ RUN = "runs/{dataset}/{method}/r{ratio}/s{seed}"
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_-]+",
-    method="[A-Za-z0-9_-]+",
+    method="[A-Za-z0-9_.=+~-]+",
     ratio=r"\d+(\.\d+)?|all",
     seed=r"\d+",
     stage="[a-z_]+",
@@ -35,9 +35,14 @@ def raw_input(wildcards):
     return dataset["raw"]
 
 
+def method_class(run_method):
+    """The registered class of a run's method (`name` or `name~key=value+...`)."""
+    return METHODS[split_variant(run_method)[0]]
+
+
 def run_ratio(method, ratio):
     """Methods that label every training patient train once for all ratios."""
-    return "all" if METHODS[method].labeled_pool == "all" else str(ratio)
+    return "all" if method_class(method).labeled_pool == "all" else str(ratio)
 
 
 def train_inputs(wildcards):
@@ -45,7 +50,7 @@ def train_inputs(wildcards):
         "manifest": f"data/processed/{wildcards.dataset}/manifest.json",
         "split": f"data/splits/{wildcards.dataset}/split.json",
     }
-    stages = METHODS[wildcards.method].stages
+    stages = method_class(wildcards.method).stages
     index = stages.index(wildcards.stage)
     if index > 0:
         inputs["previous"] = RUN.format(**wildcards) + f"/{stages[index - 1]}/model.pt"
@@ -53,7 +58,7 @@ def train_inputs(wildcards):
 
 
 def final_model(wildcards):
-    stage = METHODS[wildcards.method].stages[-1]
+    stage = method_class(wildcards.method).stages[-1]
     return RUN.format(**wildcards) + f"/{stage}/model.pt"
 
 

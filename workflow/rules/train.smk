@@ -28,3 +28,18 @@ rule evaluate:
     threads: 1
     script:
         "../scripts/evaluate.py"
+
+
+rule evaluate_stage:
+    # One stage of a multi-stage method on its own (e.g. "pre-training only" in Table 5).
+    input:
+        model=RUN + "/{stage}/model.pt",
+        manifest="data/processed/{dataset}/manifest.json",
+        split="data/splits/{dataset}/split.json",
+    output:
+        RUN + "/{stage}/metrics.json",
+    log:
+        RUN + "/{stage}/evaluate.log",
+    threads: 1
+    script:
+        "../scripts/evaluate.py"
