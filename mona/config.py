@@ -42,7 +42,7 @@ def validate_schema(config: dict) -> None:
     import jsonschema
 
     schema = yaml.safe_load(SCHEMA.read_text())
-    validator = jsonschema.Draft7Validator(schema)
+    validator = jsonschema.Draft202012Validator(schema)
     problems = []
     for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
         where = ".".join(str(p) for p in error.absolute_path) or "(top level)"

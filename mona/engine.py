@@ -11,8 +11,10 @@ checkpoint ends with the same weights as an uninterrupted one (on CPU, bit for b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -223,9 +225,26 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.spec.run_dir / "checkpoint.pt"
 
+    def fingerprint(self) -> str:
+        """What a checkpoint must match to be resumed: settings, labeled set, start weights."""
+        spec = self.spec
+        identity = {
+            "train": asdict(self.config),
+            "hparams": spec.hparams,
+            "protocol": spec.protocol,
+            "labeled": spec.labeled.get("slices"),
+            "method": spec.method,
+            "stage": spec.stage,
+            "seed": spec.seed,
+            "previous": str(spec.previous_stage) if spec.previous_stage else None,
+        }
+        text = json.dumps(identity, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def _save_checkpoint(self, step: int, best: dict) -> None:
         save_torch(
             {
+                "fingerprint": self.fingerprint(),
                 "step": step,
                 "method_state": self.method.state_dict(),
                 "optimizers": [o.state_dict() for o in self.optimizers],
@@ -235,9 +254,16 @@ class Trainer:
         )
 
     def _resume(self) -> tuple[int, dict]:
+        fresh = 0, {"score": -math.inf, "step": None}
         if not self.checkpoint_path.exists():
-            return 0, {"score": -math.inf, "step": None}
+            return fresh
         state = torch.load(self.checkpoint_path, map_location=self.device)
+        if state.get("fingerprint") != self.fingerprint():
+            print(
+                f"{self.checkpoint_path}: written under other settings; starting afresh",
+                file=sys.stderr,
+            )
+            return fresh
         self.method.load_state_dict(state["method_state"])
         for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
             optimizer.load_state_dict(saved)
@@ -320,19 +346,23 @@ class Trainer:
                 if score > best["score"]:
                     best = {"score": score, "step": done}
                     self._save_model(spec.run_dir / "best.pt")
-            if done % config.checkpoint_every == 0 and not last:
+            if done % config.checkpoint_every == 0 or last:
                 self._save_checkpoint(done, best)
         bar.close()
         log.close()
         seconds = time.perf_counter() - started
         final = spec.run_dir / "model.pt"
         if select_best:
-            (spec.run_dir / "best.pt").replace(final)
+            tmp = final.with_name(f".{final.name}.tmp")
+            shutil.copyfile(spec.run_dir / "best.pt", tmp)
+            tmp.replace(final)
         else:
             self._save_model(final)
+        record_path = spec.run_dir / "train.json"
+        if start_step == self.iterations and record_path.exists():
+            return read_json(record_path)  # finished before; only model.pt was rewritten
         record = self.record(seconds, start_step, best if select_best else None)
-        write_json(record, spec.run_dir / "train.json")
-        self.checkpoint_path.unlink(missing_ok=True)
+        write_json(record, record_path)
         return record
 
     def _check_finite(self, bad: torch.Tensor, losses: dict, step: int) -> None:

@@ -16,6 +16,7 @@ from torch import nn
 
 from mona.augment import Augmenter
 from mona.models import SegmentationNet, build_backbone
+from mona.optim import SGD
 
 
 @dataclass
@@ -97,10 +98,10 @@ class Method(nn.Module, ABC):
 
     def configure_optimizers(
         self, lr: float, momentum: float, weight_decay: float
-    ) -> list[torch.optim.Optimizer]:
-        """One SGD over every trainable parameter; methods with several override this."""
+    ) -> list[SGD | torch.optim.Optimizer]:
+        """One SGD (`mona.optim.SGD`) over every trainable parameter; override for several."""
         params = [p for p in self.parameters() if p.requires_grad]
-        return [torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)]
+        return [SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)]
 
     def start_from(self, previous_stage: dict[str, torch.Tensor]) -> None:
         """Load the previous stage's method state (default: the whole state, strictly)."""

@@ -106,26 +106,39 @@ def train_run(
     return Trainer(spec, train_config(config), augment_config(config)).run()
 
 
+def _seed_dir(path: str) -> Path:
+    """`runs/.../s{seed}/{stage}/model.pt` -> its run directory."""
+    return Path(path).parent
+
+
 def train(smk: Any) -> None:
+    """Train every seed of one (dataset, method, ratio, stage), one after the other.
+
+    One job per seed group, not per seed: each job is a fresh process that pays several seconds
+    of imports, which would otherwise outweigh the embedded default's short runs.
+    """
     import torch
 
     torch.set_num_threads(max(1, smk.threads))
     w = smk.wildcards
-    train_run(
-        smk.config,
-        dataset=w.dataset,
-        method=w.method,
-        ratio=w.ratio,
-        seed=int(w.seed),
-        stage=w.stage,
-        manifest_path=Path(smk.input.manifest),
-        split_path=Path(smk.input.split),
-        run_dir=Path(smk.output[0]).parent,
-        previous_stage=Path(smk.input.previous) if "previous" in smk.input.keys() else None,
-    )
+    previous = list(smk.input.previous) if "previous" in smk.input.keys() else []
+    for index, (seed, model) in enumerate(zip(smk.params.seeds, smk.output, strict=True)):
+        train_run(
+            smk.config,
+            dataset=w.dataset,
+            method=w.method,
+            ratio=w.ratio,
+            seed=int(seed),
+            stage=w.stage,
+            manifest_path=Path(smk.input.manifest),
+            split_path=Path(smk.input.split),
+            run_dir=_seed_dir(model),
+            previous_stage=Path(previous[index]) if previous else None,
+        )
 
 
 def evaluate(smk: Any) -> None:
+    """Evaluate every seed's final (or named) stage of one (dataset, method, ratio)."""
     import torch
 
     from mona.config import protocol
@@ -133,16 +146,19 @@ def evaluate(smk: Any) -> None:
     from mona.io import read_json
 
     torch.set_num_threads(max(1, smk.threads))
-    model = Path(smk.input.model)
-    evaluate_run(
-        model,
-        Path(smk.input.manifest).parent,
-        read_json(Path(smk.input.split)),
-        protocol(smk.config, smk.wildcards.dataset),
-        read_json(model.parent / "train.json"),
-        Path(smk.output[0]),
-        workers=smk.threads,
-    )
+    split_data = read_json(Path(smk.input.split))
+    switches = protocol(smk.config, smk.wildcards.dataset)
+    for model, out in zip(smk.input.models, smk.output, strict=True):
+        model = Path(model)
+        evaluate_run(
+            model,
+            Path(smk.input.manifest).parent,
+            split_data,
+            switches,
+            read_json(model.parent / "train.json"),
+            Path(out),
+            workers=smk.threads,
+        )
 
 
 def aggregate(smk: Any) -> None:

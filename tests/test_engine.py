@@ -52,7 +52,7 @@ def test_unet_l_trains_moves_the_loss_and_writes_its_record(processed_acdc, tmp_
     assert losses[-1] < losses[0]
     saved = torch.load(tmp_path / "model.pt")
     assert saved["method"] == "unet_l" and saved["num_classes"] == 4
-    assert not (tmp_path / "checkpoint.pt").exists()
+    assert torch.load(tmp_path / "checkpoint.pt")["step"] == 12  # a finished run resumes to its end
     for key in ("method", "dataset", "ratio", "seed", "iterations", "code_version", "device"):
         assert key in record
     # supervised methods read labeled slices only, with the whole batch
@@ -109,7 +109,10 @@ def test_best_val_keeps_the_best_validated_weights(processed_acdc, tmp_path):
     ]
     assert [s["step"] for s in scores] == [2, 4]
     assert record["best_val"]["score"] == max(s["val_dice"] for s in scores)
-    assert (tmp_path / "model.pt").exists() and not (tmp_path / "best.pt").exists()
+    assert (tmp_path / "model.pt").exists()
+    best = torch.load(tmp_path / "best.pt")["inference_state"]
+    final = torch.load(tmp_path / "model.pt")["inference_state"]
+    assert all(torch.equal(best[k], final[k]) for k in best)
 
 
 def _cli_train(config_path, processed, split_path, run_dir):
@@ -163,3 +166,18 @@ def test_killed_run_resumes_and_ends_with_the_uninterrupted_weights(processed_ac
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_a_finished_run_rewrites_its_model_without_training_and_stale_checkpoints_are_ignored(
+    processed_acdc, tmp_path
+):
+    first, record = train(processed_acdc, tmp_path, "unet_l", iterations=3)
+    weights = torch.load(tmp_path / "model.pt")["inference_state"]
+    (tmp_path / "model.pt").unlink()  # what Snakemake does before re-running a job
+    again, record_again = train(processed_acdc, tmp_path, "unet_l", iterations=3)
+    assert record_again == record  # nothing retrained, the record kept
+    rewritten = torch.load(tmp_path / "model.pt")["inference_state"]
+    assert all(torch.equal(weights[k], rewritten[k]) for k in weights)
+    # other settings (here: more iterations) must not resume from this checkpoint
+    longer, longer_record = train(processed_acdc, tmp_path, "unet_l", iterations=4)
+    assert longer_record["resumed_from"] == 0

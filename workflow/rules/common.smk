@@ -1,4 +1,5 @@
 # Config validation and the path functions every rule uses. No training logic lives here.
+import os
 import sys
 
 from snakemake.utils import validate
@@ -45,6 +46,18 @@ def run_ratio(method, ratio):
     return "all" if method_class(method).labeled_pool == "all" else str(ratio)
 
 
+def seed_paths(suffix):
+    """One path `RUN/suffix` per configured seed; the other wildcards are left to the rule."""
+    escaped = suffix.replace("{", "{{").replace("}", "}}")
+    pattern = f"runs/{{{{dataset}}}}/{{{{method}}}}/r{{{{ratio}}}}/s{{seed}}/{escaped}"
+    return expand(pattern, seed=config["seeds"])
+
+
+def _seeds_of(wildcards, suffix):
+    values = dict(wildcards.items())
+    return [f"{RUN.format(**values, seed=seed)}/{suffix}" for seed in config["seeds"]]
+
+
 def train_inputs(wildcards):
     inputs = {
         "manifest": f"data/processed/{wildcards.dataset}/manifest.json",
@@ -53,23 +66,25 @@ def train_inputs(wildcards):
     stages = method_class(wildcards.method).stages
     index = stages.index(wildcards.stage)
     if index > 0:
-        inputs["previous"] = RUN.format(**wildcards) + f"/{stages[index - 1]}/model.pt"
+        inputs["previous"] = _seeds_of(wildcards, f"{stages[index - 1]}/model.pt")
     return inputs
 
 
-def final_model(wildcards):
+def final_models(wildcards):
     stage = method_class(wildcards.method).stages[-1]
-    return RUN.format(**wildcards) + f"/{stage}/model.pt"
+    return _seeds_of(wildcards, f"{stage}/model.pt")
 
 
 def table_metrics(wildcards):
     spec = config["tables"][wildcards.table]
     return sorted(
         {
-            RUN.format(
-                dataset=dataset, method=method, ratio=run_ratio(method, ratio), seed=seed
+            os.path.join(
+                RUN.format(
+                    dataset=dataset, method=method, ratio=run_ratio(method, ratio), seed=seed
+                ),
+                "metrics.json",
             )
-            + "/metrics.json"
             for dataset in spec["datasets"]
             for method in spec["methods"]
             for ratio in config["ratios"]

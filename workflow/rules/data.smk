@@ -3,6 +3,8 @@ rule synthesize:
         directory("data/raw/synthetic/{dataset}"),
     log:
         "logs/synthesize/{dataset}.log",
+    conda:
+        "../envs/mona.yaml"
     script:
         "../scripts/synthesize.py"
 
@@ -14,6 +16,8 @@ rule preprocess:
         "data/processed/{dataset}/manifest.json",
     log:
         "logs/preprocess/{dataset}.log",
+    conda:
+        "../envs/mona.yaml"
     script:
         "../scripts/preprocess.py"
 
@@ -25,5 +29,7 @@ rule split:
         "data/splits/{dataset}/split.json",
     log:
         "logs/split/{dataset}.log",
+    conda:
+        "../envs/mona.yaml"
     script:
         "../scripts/split.py"

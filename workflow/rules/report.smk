@@ -6,5 +6,7 @@ rule table:
         md="results/{table}.md",
     log:
         "logs/tables/{table}.log",
+    conda:
+        "../envs/mona.yaml"
     script:
         "../scripts/table.py"

@@ -1,31 +1,41 @@
+# One job trains (or evaluates) every seed of a (dataset, method, ratio) in turn: each job is a
+# fresh process paying seconds of imports, which would outweigh short runs.
+
+
 rule train:
     input:
         unpack(train_inputs),
     output:
-        RUN + "/{stage}/model.pt",
+        seed_paths("{stage}/model.pt"),
+    params:
+        seeds=config["seeds"],
     log:
-        RUN + "/{stage}/train.log",
+        "runs/{dataset}/{method}/r{ratio}/{stage}.train.log",
     benchmark:
-        RUN + "/{stage}/benchmark.tsv"
+        "runs/{dataset}/{method}/r{ratio}/{stage}.train.benchmark.tsv"
     threads: 1
     resources:
         gpu=1,
+    conda:
+        "../envs/mona.yaml"
     script:
         "../scripts/train.py"
 
 
 rule evaluate:
     input:
-        model=final_model,
+        models=final_models,
         manifest="data/processed/{dataset}/manifest.json",
         split="data/splits/{dataset}/split.json",
     output:
-        RUN + "/metrics.json",
+        seed_paths("metrics.json"),
     log:
-        RUN + "/evaluate.log",
+        "runs/{dataset}/{method}/r{ratio}/evaluate.log",
     benchmark:
-        RUN + "/evaluate.benchmark.tsv"
+        "runs/{dataset}/{method}/r{ratio}/evaluate.benchmark.tsv"
     threads: 1
+    conda:
+        "../envs/mona.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -33,13 +43,15 @@ rule evaluate:
 rule evaluate_stage:
     # One stage of a multi-stage method on its own (e.g. "pre-training only" in Table 5).
     input:
-        model=RUN + "/{stage}/model.pt",
+        models=seed_paths("{stage}/model.pt"),
         manifest="data/processed/{dataset}/manifest.json",
         split="data/splits/{dataset}/split.json",
     output:
-        RUN + "/{stage}/metrics.json",
+        seed_paths("{stage}/metrics.json"),
     log:
-        RUN + "/{stage}/evaluate.log",
+        "runs/{dataset}/{method}/r{ratio}/{stage}.evaluate.log",
     threads: 1
+    conda:
+        "../envs/mona.yaml"
     script:
         "../scripts/evaluate.py"
