@@ -44,6 +44,11 @@ class PLC(Method):
                 self.net.bottleneck_channels, int(self.hp["projection_dim"])
             )
 
+    @classmethod
+    def reads_unlabeled(cls, stage: str) -> bool:
+        """Fine-tuning is `sup` alone: its whole batch is labeled, as UNet-L's."""
+        return stage == "pretrain"
+
     def start_from(self, previous_stage: dict[str, torch.Tensor]) -> None:
         """Fine-tuning takes the pre-trained backbone; the projection head is dropped."""
         load_backbone(self.net, previous_stage)

@@ -94,6 +94,11 @@ class SCS(Method):
             self.global_head = GlobalProjectionHead(self.net.bottleneck_channels, dim)
             self.local_head = DenseProjectionHead(self.net.decoder_channels[-1], dim)
 
+    @classmethod
+    def reads_unlabeled(cls, stage: str) -> bool:
+        """Fine-tuning is `sup` alone: its whole batch is labeled, as UNet-L's."""
+        return stage == "pretrain"
+
     def start_from(self, previous_stage: dict[str, torch.Tensor]) -> None:
         """Fine-tuning takes the pre-trained backbone; the projection heads are dropped."""
         load_backbone(self.net, previous_stage)

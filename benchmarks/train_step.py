@@ -31,7 +31,7 @@ def measure(args: argparse.Namespace, processed: Path, run_dir: Path) -> float:
         method=args.method,
         ratio="10",
         seed=0,
-        stage="train",
+        stage=args.stage,
         processed_dir=processed,
         run_dir=run_dir,
         split=split,
@@ -39,6 +39,7 @@ def measure(args: argparse.Namespace, processed: Path, run_dir: Path) -> float:
     )
     config = TrainConfig(
         iterations=args.warmup + args.steps,
+        stage_iterations={args.stage: args.warmup + args.steps},
         batch_labeled=args.batch // 2,
         batch_unlabeled=args.batch - args.batch // 2,
         image_size=args.image_size,
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs=5, default=[16, 32, 64, 128, 256])
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=12, help="labeled + unlabeled images")
+    parser.add_argument("--stage", default="train", help="stage of a multi-stage method")
     parser.add_argument("--dataset", default="acdc", choices=["acdc", "lits", "mmwhs"])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
@@ -79,7 +81,7 @@ def main() -> None:
     device = pick_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
-        f"method={args.method} backbone={args.backbone} widths={args.widths} "
+        f"method={args.method} stage={args.stage} backbone={args.backbone} widths={args.widths} "
         f"image={args.image_size} batch={args.batch} bf16={args.bf16} "
         f"channels_last={args.channels_last} device={name} threads={torch.get_num_threads()}: "
         f"{rate:.2f} it/s ({1000 / rate:.1f} ms/step)"

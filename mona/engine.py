@@ -167,11 +167,11 @@ class Trainer:
             rest = sorted(set(indices) - set(labeled.get(case_id, [])))
             if rest:
                 unlabeled[case_id] = rest
-        method = type(self.method)
+        reads_unlabeled = type(self.method).reads_unlabeled(spec.stage)
         batch_total = config.batch_labeled + config.batch_unlabeled
-        self.batch_labeled = config.batch_labeled if method.uses_unlabeled else batch_total
-        self.batch_unlabeled = config.batch_unlabeled if method.uses_unlabeled else 0
-        if method.uses_unlabeled and not unlabeled:
+        self.batch_labeled = config.batch_labeled if reads_unlabeled else batch_total
+        self.batch_unlabeled = config.batch_unlabeled if reads_unlabeled else 0
+        if reads_unlabeled and not unlabeled:
             raise ValueError(f"{spec.method} needs unlabeled slices but every slice is labeled")
         self.labeled = SliceStore(
             spec.processed_dir, self.manifest, labeled, self.device, config.cache

@@ -93,6 +93,11 @@ class Method(nn.Module, ABC):
     def inference_net(self) -> SegmentationNet:
         """The network evaluated at test time (and carried into the next stage)."""
 
+    @classmethod
+    def reads_unlabeled(cls, stage: str) -> bool:
+        """Whether `stage` reads unlabeled slices; if not, the whole batch is labeled."""
+        return cls.uses_unlabeled
+
     def after_step(self, step: int) -> None:
         """Called after the optimizer step (EMA teachers, memory banks)."""
 
