@@ -9,8 +9,8 @@ auxiliary decoders, of the MSE between the main and the auxiliary softmax on the
 weighted by the ramp `w(t)` from the first step.
 
 Choices where the reference is silent or tied to its network class:
-- each auxiliary decoder is the `decode` + `head` of a fresh backbone, so any backbone works; the
-  parameters its `encode` would use are frozen (never run, never optimized);
+- each auxiliary decoder is the decoder + head of a fresh backbone whose encoder is dropped
+  (`SegmentationNet.drop_encoder`), so any backbone works;
 - every encoder feature map is perturbed, with fresh randomness per map and per decoder;
 - gradients flow through both softmaxes of the consistency, as in SSL4MIS (the CCT paper
   detaches the main prediction);
@@ -75,22 +75,6 @@ def make_perturbation(name: str, hp: dict) -> Perturbation:
     )
 
 
-def encoder_parameters(net: SegmentationNet, in_channels: int) -> list[nn.Parameter]:
-    """The parameters `net.encode` depends on, found by one tiny backward pass.
-
-    Lets a method use a backbone's decoder and head alone without knowing how the backbone
-    names its modules.
-    """
-    was_training = net.training
-    net.eval()
-    probe = torch.zeros(1, in_channels, 64, 64)
-    params = [p for p in net.parameters() if p.requires_grad]
-    total = sum(f.sum() for f in net.encode(probe))
-    grads = torch.autograd.grad(total, params, allow_unused=True)
-    net.train(was_training)
-    return [p for p, g in zip(params, grads, strict=True) if g is not None]
-
-
 def cross_consistency(main_probs: torch.Tensor, aux_probs: list[torch.Tensor]) -> torch.Tensor:
     """Mean over auxiliary decoders of the mean squared difference to the main softmax."""
     return torch.stack([torch.mean((main_probs - p) ** 2) for p in aux_probs]).mean()
@@ -116,10 +100,7 @@ class CrossConsistencyTraining(Method):
         self.perturbations = [make_perturbation(n, self.hp) for n in self.hp["perturbations"]]
         self.aux_nets = nn.ModuleList()
         for _ in self.perturbations:
-            aux = ctx.build_backbone()
-            for p in encoder_parameters(aux, ctx.in_channels):
-                p.requires_grad_(False)
-            self.aux_nets.append(aux)
+            self.aux_nets.append(ctx.build_backbone().drop_encoder())
 
     def aux_logits(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         """Each auxiliary decoder's logits on its own perturbed copy of the encoder features."""

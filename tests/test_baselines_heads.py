@@ -103,7 +103,7 @@ def test_cct_aux_decoders_decode_perturbed_copies_of_the_main_features():
     method = build("cct")
     assert len(method.aux_nets) == 3
     for aux in method.aux_nets:  # same weights as the main decoder: only the input differs
-        aux.load_state_dict(method.net.state_dict())
+        aux.load_state_dict(method.net.state_dict(), strict=False)
     images = random_batch().labeled_image
     features = method.net.encode(images)
     main = method.net.head(method.net.decode(features)[-1])
@@ -114,12 +114,13 @@ def test_cct_aux_decoders_decode_perturbed_copies_of_the_main_features():
         assert torch.allclose(aux_logits, main, atol=1e-5)
 
 
-def test_cct_aux_encoders_are_frozen_and_their_decoders_learn():
+def test_cct_aux_decoders_carry_no_encoder():
     method = build("cct", perturbations=["feature_noise", "dropout"])
     assert len(method.aux_nets) == 2
     for aux in method.aux_nets:
-        frozen = {n for n, p in aux.named_parameters() if not p.requires_grad}
-        assert frozen == {n for n, _ in aux.named_parameters() if n.startswith("down.")}
+        names = {n for n, _ in aux.named_parameters()}
+        assert names and not any(n.startswith("down.") for n in names)
+        assert all(p.requires_grad for p in aux.parameters())
     with pytest.raises(ValueError, match="perturbation 'blur'"):
         build("cct", perturbations=["blur"])
 

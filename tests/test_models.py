@@ -34,3 +34,11 @@ def test_smp_backbone_exposes_the_same_interface():
     assert out.bottleneck.shape[1] == net.bottleneck_channels
     assert [d.shape[1] for d in out.decoder] == net.decoder_channels
     assert out.decoder[-1].shape[-1] == 64
+
+
+def test_drop_encoder_leaves_a_decoder_and_head_that_decode_foreign_features():
+    main = build_backbone("unet", 1, 3, [4, 8, 16, 32, 64])
+    branch = build_backbone("unet", 1, 3, [4, 8, 16, 32, 64]).drop_encoder()
+    assert sum(p.numel() for p in branch.parameters()) < sum(p.numel() for p in main.parameters())
+    maps = branch.decode(main.encode(torch.randn(1, 1, 32, 32)))
+    assert branch.head(maps[-1]).shape == (1, 3, 32, 32)

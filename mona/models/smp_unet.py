@@ -28,6 +28,10 @@ class SmpUNet(SegmentationNet):
         self.decoder_channels = [block.conv2[0].out_channels for block in self.decoder.blocks]
         self.bottleneck_channels = self.encoder.out_channels[-1]
 
+    def drop_encoder(self) -> SmpUNet:
+        self.encoder = None
+        return self
+
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.encoder(x)
 

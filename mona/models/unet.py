@@ -70,6 +70,10 @@ class UNet(SegmentationNet):
         self.decoder_channels = [widths[i] for i in reversed(range(4))]
         self.bottleneck_channels = widths[-1]
 
+    def drop_encoder(self) -> UNet:
+        self.down = nn.ModuleList()
+        return self
+
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = [self.down[0](x)]
         for block in self.down[1:]:
