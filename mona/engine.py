@@ -280,7 +280,7 @@ class Trainer:
             images = np.load(self.spec.processed_dir / case["image"], mmap_mode="r")
             labels = np.load(self.spec.processed_dir / case["label"], mmap_mode="r")
             pred = predict_volume(net, images, self.device)
-            ref = torch.from_numpy(np.asarray(labels)).to(pred.device)
+            ref = torch.from_numpy(np.array(labels)).to(pred.device)
             scores.append(mean_foreground_dice(pred, ref, self.manifest["num_classes"]))
         net.train(was_training)
         return float(np.mean(scores)) if scores else float("nan")

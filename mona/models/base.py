@@ -40,9 +40,9 @@ class SegmentationNet(nn.Module, ABC):
     def decode(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         """Decoder maps, coarsest first; the last one feeds the head."""
 
-    @abstractmethod
     def drop_encoder(self) -> SegmentationNet:
         """Remove the encoder in place and return self: a decoder + head for extra branches."""
+        raise TypeError(f"{type(self).__name__} cannot drop its encoder")
 
     def forward(self, x: torch.Tensor) -> SegOutput:
         features = self.encode(x)
