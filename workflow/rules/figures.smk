@@ -1,0 +1,253 @@
+# Figures and the pages of `snakemake --report results/report.html`. Every input here is a run
+# the tables already need (model.pt, metrics.json) or a file made from them, so a figure is
+# redrawn from existing runs and never trains anything new.
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from mona.report.compare import dataset_label
+from mona.report.figures import display_names, figure_config_problems, qualitative_plans
+
+
+report: "../report/workflow.rst"
+
+
+_figure_problems = figure_config_problems(config)
+if _figure_problems:
+    sys.exit(
+        "error: problems in the config:\n" + "\n".join(f"  - {m}" for m in _figure_problems)
+    )
+
+QUALITATIVE = qualitative_plans(config)
+
+
+def logged(log, step, *args, **kwargs):
+    """Run a report step with its output in the rule's log; bad input ends it with a list."""
+    from mona.workflow import main
+
+    main(lambda _: step(*args, **kwargs), SimpleNamespace(log=log))
+
+
+def all_table_metrics(wildcards=None):
+    """metrics.json of every run some configured table aggregates."""
+    return sorted(
+        {path for table in config["tables"] for path in table_metrics(SimpleNamespace(table=table))}
+    )
+
+
+def qualitative_runs(wildcards):
+    plan = QUALITATIVE[wildcards.figure]
+    runs = [
+        RUN.format(
+            dataset=plan.dataset, method=method, ratio=run_ratio(method, plan.ratio), seed=plan.seed
+        )
+        for method in plan.methods
+    ]
+    return {
+        "manifest": f"data/processed/{plan.dataset}/manifest.json",
+        "split": f"data/splits/{plan.dataset}/split.json",
+        "models": [
+            f"{run}/{method_class(method).stages[-1]}/model.pt"
+            for run, method in zip(runs, plan.methods)
+        ],
+        "metrics": [f"{run}/metrics.json" for run in runs],
+    }
+
+
+rule compare_with_paper:
+    input:
+        all_table_metrics,
+    output:
+        seeds="results/seed_scores.csv",
+        csv=report(
+            "results/paper_vs_reproduced.csv",
+            caption="../report/paper_vs_reproduced_csv.rst",
+            category="Data files",
+        ),
+        html=report(
+            "results/report/paper_vs_reproduced.html",
+            caption="../report/paper_vs_reproduced.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/report/compare_with_paper.log",
+    run:
+        from mona.report.compare import write_comparison
+
+        logged(log, write_comparison, config, list(input), output.seeds, output.csv, output.html)
+
+
+rule table_page:
+    input:
+        "results/{table}.csv",
+    output:
+        report("results/report/{table}.html", caption="../report/table.rst", category="Tables"),
+    log:
+        "logs/report/{table}_page.log",
+    run:
+        from mona.report.compare import write_table_page
+
+        logged(log, write_table_page, wildcards.table, input[0], output[0])
+
+
+rule provenance:
+    input:
+        all_table_metrics,
+    output:
+        csv=report("results/runs.csv", caption="../report/runs_csv.rst", category="Data files"),
+        runs=report(
+            "results/report/runs.html", caption="../report/runs.rst", category="Provenance"
+        ),
+        runtimes=report(
+            "results/report/runtimes.html",
+            caption="../report/runtimes.rst",
+            category="Provenance",
+        ),
+        protocol=report(
+            "results/report/protocol.html",
+            caption="../report/protocol.rst",
+            category="Provenance",
+        ),
+    log:
+        "logs/report/provenance.log",
+    run:
+        from mona.report.compare import write_provenance
+
+        logged(
+            log,
+            write_provenance,
+            config,
+            list(input),
+            output.csv,
+            output.runs,
+            output.runtimes,
+            output.protocol,
+        )
+
+
+rule dice_vs_ratio:
+    input:
+        seeds="results/seed_scores.csv",
+        compare="results/paper_vs_reproduced.csv",
+    output:
+        png=report(
+            "results/figures/dice_vs_ratio.png",
+            caption="../report/dice_vs_ratio.rst",
+            category="Figures",
+            subcategory="Results",
+        ),
+        pdf="results/figures/dice_vs_ratio.pdf",
+    log:
+        "logs/figures/dice_vs_ratio.log",
+    run:
+        from mona.report.figures import write_result_plots
+
+        logged(
+            log,
+            write_result_plots,
+            config,
+            input.seeds,
+            input.compare,
+            dice_png=output.png,
+            dice_pdf=output.pdf,
+        )
+
+
+rule paper_vs_reproduced_plot:
+    input:
+        seeds="results/seed_scores.csv",
+        compare="results/paper_vs_reproduced.csv",
+    output:
+        png=report(
+            "results/figures/paper_vs_reproduced.png",
+            caption="../report/paper_vs_reproduced_plot.rst",
+            category="Figures",
+            subcategory="Results",
+        ),
+        pdf="results/figures/paper_vs_reproduced.pdf",
+    log:
+        "logs/figures/paper_vs_reproduced.log",
+    run:
+        from mona.report.figures import write_result_plots
+
+        logged(
+            log,
+            write_result_plots,
+            config,
+            input.seeds,
+            input.compare,
+            scatter_png=output.png,
+            scatter_pdf=output.pdf,
+        )
+
+
+rule qualitative_figure:
+    input:
+        unpack(qualitative_runs),
+    output:
+        png=report(
+            "results/figures/{figure}.png",
+            caption="../report/qualitative.rst",
+            category="Figures",
+            subcategory="Qualitative",
+        ),
+        pdf="results/figures/{figure}.pdf",
+    wildcard_constraints:
+        figure="|".join(map(re.escape, QUALITATIVE)) or "(?!)",
+    params:
+        # what the caption (workflow/report/qualitative.rst) says
+        dataset=lambda w: dataset_label(config, QUALITATIVE[w.figure].dataset),
+        ratio=lambda w: QUALITATIVE[w.figure].ratio,
+        seed=lambda w: QUALITATIVE[w.figure].seed,
+        methods=lambda w: display_names(config, QUALITATIVE[w.figure].methods),
+        missing=lambda w: display_names(config, QUALITATIVE[w.figure].missing),
+        fallback=lambda w: QUALITATIVE[w.figure].fallback,
+    log:
+        "logs/figures/{figure}.log",
+    threads: 1
+    run:
+        import torch
+
+        from mona.report.figures import write_qualitative
+
+        torch.set_num_threads(threads)
+        logged(
+            log,
+            write_qualitative,
+            config,
+            QUALITATIVE[wildcards.figure],
+            Path(input.manifest).parent,
+            input.split,
+            list(input.models),
+            list(input.metrics),
+            output.png,
+            output.pdf,
+        )
+
+
+# Everything the report shows; `rule all` lists it so that `snakemake --report` finds it.
+FIGURE_TARGETS = [
+    *(f"results/figures/{name}.{ext}" for name in QUALITATIVE for ext in ("png", "pdf")),
+    *(
+        f"results/figures/{name}.{ext}"
+        for name in ("dice_vs_ratio", "paper_vs_reproduced")
+        for ext in ("png", "pdf")
+    ),
+]
+REPORT_TARGETS = [
+    *FIGURE_TARGETS,
+    *(f"results/report/{table}.html" for table in config["tables"]),
+    "results/report/paper_vs_reproduced.html",
+    "results/report/runs.html",
+]
+
+
+rule figures:
+    input:
+        FIGURE_TARGETS,
+
+
+rule report_pages:
+    input:
+        REPORT_TARGETS,
