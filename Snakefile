@@ -20,4 +20,5 @@ include: "workflow/rules/ablations.smk"
 rule all:
     input:
         expand("results/{table}.csv", table=list(config["tables"])),
+        REPORT_TARGETS,
     default_target: True

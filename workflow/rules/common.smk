@@ -1,6 +1,9 @@
 # Config validation and the path functions every rule uses. No training logic lives here.
 import os
+import re
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
@@ -8,6 +11,18 @@ from mona.config import check_config, split_variant
 from mona.errors import DataError
 from mona.registry import load_methods
 
+
+def _as_number(value):
+    """`--config seeds=[0]` hands over strings; the schema expects numbers."""
+    if isinstance(value, str):
+        number = float(value)
+        return int(number) if number.is_integer() else number
+    return value
+
+
+for _key in ("seeds", "ratios"):
+    if isinstance(config.get(_key), list):
+        config[_key] = [_as_number(v) for v in config[_key]]
 
 validate(config, schema="../schemas/config.schema.yaml")
 try:
@@ -91,3 +106,56 @@ def table_metrics(wildcards):
             for seed in config["seeds"]
         }
     )
+
+
+# Figures and report pages (workflow/rules/figures.smk) ----------------------------------
+
+from mona.report.compare import dataset_label
+from mona.report.figures import display_names, figure_config_problems, qualitative_plans
+
+
+report: "../report/workflow.rst"
+
+
+_figure_problems = figure_config_problems(config)
+if _figure_problems:
+    sys.exit(
+        "error: problems in the config:\n" + "\n".join(f"  - {m}" for m in _figure_problems)
+    )
+
+QUALITATIVE = qualitative_plans(config)
+
+
+def logged(log, step, *args, **kwargs):
+    """Run a report step with its output in the rule's log; bad input ends it with a list."""
+    from mona.workflow import main
+
+    main(lambda _: step(*args, **kwargs), SimpleNamespace(log=log))
+
+
+def all_table_metrics(wildcards=None):
+    """metrics.json of every run some configured table aggregates."""
+    return sorted(
+        {path for table in config["tables"] for path in table_metrics(SimpleNamespace(table=table))}
+    )
+
+
+def qualitative_runs(wildcards):
+    plan = QUALITATIVE[wildcards.figure]
+    runs = [
+        RUN.format(
+            dataset=plan.dataset, method=method, ratio=run_ratio(method, plan.ratio), seed=plan.seed
+        )
+        for method in plan.methods
+    ]
+    return {
+        "manifest": f"data/processed/{plan.dataset}/manifest.json",
+        "split": f"data/splits/{plan.dataset}/split.json",
+        "models": [
+            f"{run}/{method_class(method).stages[-1]}/model.pt"
+            for run, method in zip(runs, plan.methods)
+        ],
+        "metrics": [f"{run}/metrics.json" for run in runs],
+    }
+
+

@@ -1,60 +1,6 @@
 # Figures and the pages of `snakemake --report results/report.html`. Every input here is a run
 # the tables already need (model.pt, metrics.json) or a file made from them, so a figure is
 # redrawn from existing runs and never trains anything new.
-import re
-import sys
-from pathlib import Path
-from types import SimpleNamespace
-
-from mona.report.compare import dataset_label
-from mona.report.figures import display_names, figure_config_problems, qualitative_plans
-
-
-report: "../report/workflow.rst"
-
-
-_figure_problems = figure_config_problems(config)
-if _figure_problems:
-    sys.exit(
-        "error: problems in the config:\n" + "\n".join(f"  - {m}" for m in _figure_problems)
-    )
-
-QUALITATIVE = qualitative_plans(config)
-
-
-def logged(log, step, *args, **kwargs):
-    """Run a report step with its output in the rule's log; bad input ends it with a list."""
-    from mona.workflow import main
-
-    main(lambda _: step(*args, **kwargs), SimpleNamespace(log=log))
-
-
-def all_table_metrics(wildcards=None):
-    """metrics.json of every run some configured table aggregates."""
-    return sorted(
-        {path for table in config["tables"] for path in table_metrics(SimpleNamespace(table=table))}
-    )
-
-
-def qualitative_runs(wildcards):
-    plan = QUALITATIVE[wildcards.figure]
-    runs = [
-        RUN.format(
-            dataset=plan.dataset, method=method, ratio=run_ratio(method, plan.ratio), seed=plan.seed
-        )
-        for method in plan.methods
-    ]
-    return {
-        "manifest": f"data/processed/{plan.dataset}/manifest.json",
-        "split": f"data/splits/{plan.dataset}/split.json",
-        "models": [
-            f"{run}/{method_class(method).stages[-1]}/model.pt"
-            for run, method in zip(runs, plan.methods)
-        ],
-        "metrics": [f"{run}/metrics.json" for run in runs],
-    }
-
-
 rule compare_with_paper:
     input:
         all_table_metrics,
@@ -206,24 +152,10 @@ rule qualitative_figure:
     log:
         "logs/figures/{figure}.log",
     threads: 1
-    run:
-        import torch
-
-        from mona.report.figures import write_qualitative
-
-        torch.set_num_threads(threads)
-        logged(
-            log,
-            write_qualitative,
-            config,
-            QUALITATIVE[wildcards.figure],
-            Path(input.manifest).parent,
-            input.split,
-            list(input.models),
-            list(input.metrics),
-            output.png,
-            output.pdf,
-        )
+    conda:
+        "../envs/mona.yaml"
+    script:
+        "../scripts/qualitative.py"
 
 
 # Everything the report shows; `rule all` lists it so that `snakemake --report` finds it.
