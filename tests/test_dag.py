@@ -95,3 +95,32 @@ def test_paper_config_plans_the_full_grid_on_stand_in_paths(tmp_path):
         config["datasets"][name]["raw"] = str(stand_in)
     result = run_dag(tmp_path, config, "-n", "--quiet", "rules")
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_throwaway_baseline_from_a_plugin_file_is_planned_by_the_dag(tmp_path):
+    plugin = tmp_path / "throwaway.py"
+    plugin.write_text(
+        "from mona.losses import supervised_loss\n"
+        "from mona.method import Method\n"
+        "from mona.registry import register\n\n\n"
+        "@register('throwaway')\n"
+        "class Throwaway(Method):\n"
+        "    display_name = 'Throwaway'\n"
+        "    defaults = {'weight': 0.1}\n\n"
+        "    def __init__(self, ctx):\n"
+        "        super().__init__(ctx)\n"
+        "        self.net = ctx.build_backbone()\n\n"
+        "    def train_step(self, batch, step):\n"
+        "        logits = self.net(batch.labeled_image).logits\n"
+        "        return {'loss': supervised_loss(logits, batch.labeled_mask)}\n\n"
+        "    def inference_net(self):\n"
+        "        return self.net\n"
+    )
+    config = tiny_config()
+    config["plugins"] = [str(plugin)]
+    config["tables"]["table1"]["methods"] = ["unet_l", "throwaway"]
+    config["methods"] = {"throwaway": {"weight": 0.5}}
+    result = run_dag(tmp_path, config, "-n", "results/table1.csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "method=throwaway" in result.stdout
+    assert "runs/acdc/throwaway/r10/s1/metrics.json" in result.stdout
