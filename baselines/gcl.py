@@ -30,14 +30,12 @@ from torch import Tensor
 from mona.contrastive import (
     DenseProjectionHead,
     GlobalProjectionHead,
-    load_backbone,
+    PretrainThenFinetune,
     pair_contrastive_loss,
     raw_slices,
     two_views,
 )
-from mona.losses import supervised_loss
-from mona.method import Batch, Method, MethodContext
-from mona.models import SegmentationNet
+from mona.method import Batch, MethodContext
 from mona.registry import register
 
 
@@ -47,9 +45,7 @@ def partition_of(positions: Tensor, partitions: int) -> Tensor:
     return index.clamp(0, partitions - 1)
 
 
-def partition_pairs(
-    positions: Tensor, volumes: Tensor, partitions: int
-) -> tuple[Tensor, Tensor]:
+def partition_pairs(positions: Tensor, volumes: Tensor, partitions: int) -> tuple[Tensor, Tensor]:
     """(positive, negative) (N, N) masks of the G^D loss over N embeddings.
 
     Positive: same partition and either another volume or the same slice (same volume and
@@ -81,9 +77,8 @@ def local_region_pairs(images: int, regions: int, device=None) -> tuple[Tensor, 
 
 
 @register("gcl")
-class GCL(Method):
+class GCL(PretrainThenFinetune):
     display_name = "GCL"
-    stages = ("pretrain", "finetune")
     defaults = {
         "temperature": 0.1,
         "partitions": 4,
@@ -95,9 +90,6 @@ class GCL(Method):
 
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)
-        if ctx.stage not in self.stages:
-            raise ValueError(f"gcl trains in stages {self.stages}, not {ctx.stage!r}")
-        self.net = ctx.build_backbone()
         if ctx.stage == "pretrain":
             blocks = int(self.hp["decoder_blocks"])
             if not 1 <= blocks <= len(self.net.decoder_channels):
@@ -108,22 +100,10 @@ class GCL(Method):
             self.global_head = GlobalProjectionHead(self.net.bottleneck_channels, dim)
             self.local_head = DenseProjectionHead(self.net.decoder_channels[blocks - 1], dim)
 
-    @classmethod
-    def reads_unlabeled(cls, stage: str) -> bool:
-        """Fine-tuning is `sup` alone: its whole batch is labeled, as UNet-L's."""
-        return stage == "pretrain"
-
-    def start_from(self, previous_stage: dict[str, torch.Tensor]) -> None:
-        """Fine-tuning takes the pre-trained backbone; the projection heads are dropped."""
-        load_backbone(self.net, previous_stage)
-
     def in_global_phase(self, step: int) -> bool:
         return step < self.hp["global_fraction"] * self.ctx.max_iterations
 
-    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        if self.ctx.stage == "finetune":
-            sup = supervised_loss(self.net(batch.labeled_image).logits, batch.labeled_mask)
-            return {"loss": sup, "sup": sup}
+    def pretrain_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         images, positions, volumes = raw_slices(batch)
         if self.in_global_phase(step):
             loss = self._global_loss(images, positions, volumes)
@@ -151,6 +131,3 @@ class GCL(Method):
         embeddings = pooled.flatten(2).transpose(1, 2).reshape(-1, pooled.shape[1])
         positive, negative = local_region_pairs(len(images), grid * grid, images.device)
         return pair_contrastive_loss(embeddings, positive, negative, self.hp["temperature"])
-
-    def inference_net(self) -> SegmentationNet:
-        return self.net

@@ -15,10 +15,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mona.contrastive import GlobalProjectionHead, load_backbone, raw_slices, supcon_loss, two_views
-from mona.losses import supervised_loss
-from mona.method import Batch, Method, MethodContext
-from mona.models import SegmentationNet
+from mona.contrastive import (
+    GlobalProjectionHead,
+    PretrainThenFinetune,
+    raw_slices,
+    supcon_loss,
+    two_views,
+)
+from mona.method import Batch, MethodContext
 from mona.registry import register
 
 
@@ -29,40 +33,21 @@ def position_positives(positions: Tensor, threshold: float) -> Tensor:
 
 
 @register("plc")
-class PLC(Method):
+class PLC(PretrainThenFinetune):
     display_name = "PLC"
-    stages = ("pretrain", "finetune")
     defaults = {"temperature": 0.1, "position_threshold": 0.35, "projection_dim": 128}
 
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)
-        if ctx.stage not in self.stages:
-            raise ValueError(f"plc trains in stages {self.stages}, not {ctx.stage!r}")
-        self.net = ctx.build_backbone()
         if ctx.stage == "pretrain":
             self.head = GlobalProjectionHead(
                 self.net.bottleneck_channels, int(self.hp["projection_dim"])
             )
 
-    @classmethod
-    def reads_unlabeled(cls, stage: str) -> bool:
-        """Fine-tuning is `sup` alone: its whole batch is labeled, as UNet-L's."""
-        return stage == "pretrain"
-
-    def start_from(self, previous_stage: dict[str, torch.Tensor]) -> None:
-        """Fine-tuning takes the pre-trained backbone; the projection head is dropped."""
-        load_backbone(self.net, previous_stage)
-
-    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        if self.ctx.stage == "finetune":
-            sup = supervised_loss(self.net(batch.labeled_image).logits, batch.labeled_mask)
-            return {"loss": sup, "sup": sup}
+    def pretrain_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         images, positions, _ = raw_slices(batch)
         view_a, view_b = two_views(self.ctx.augmenter, images)
         embeddings = self.head(self.net.encode(torch.cat([view_a, view_b]))[-1])
         positive = position_positives(positions.repeat(2), self.hp["position_threshold"])
         loss = supcon_loss(embeddings, positive, self.hp["temperature"])
         return {"loss": loss, "positional_contrast": loss}
-
-    def inference_net(self) -> SegmentationNet:
-        return self.net

@@ -26,15 +26,14 @@ from torch import Tensor
 from mona.contrastive import (
     DenseProjectionHead,
     GlobalProjectionHead,
-    load_backbone,
+    PretrainThenFinetune,
     nt_xent,
     raw_slices,
     supcon_loss,
     two_views,
 )
 from mona.losses import supervised_loss
-from mona.method import Batch, Method, MethodContext
-from mona.models import SegmentationNet
+from mona.method import Batch, MethodContext
 from mona.registry import register
 
 
@@ -72,9 +71,8 @@ def local_pixel_loss(
 
 
 @register("scs")
-class SCS(Method):
+class SCS(PretrainThenFinetune):
     display_name = "SCS"
-    stages = ("pretrain", "finetune")
     defaults = {
         "global_temperature": 0.5,
         "local_temperature": 0.1,
@@ -86,30 +84,15 @@ class SCS(Method):
 
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)
-        if ctx.stage not in self.stages:
-            raise ValueError(f"scs trains in stages {self.stages}, not {ctx.stage!r}")
-        self.net = ctx.build_backbone()
         if ctx.stage == "pretrain":
             dim = int(self.hp["projection_dim"])
             self.global_head = GlobalProjectionHead(self.net.bottleneck_channels, dim)
             self.local_head = DenseProjectionHead(self.net.decoder_channels[-1], dim)
 
-    @classmethod
-    def reads_unlabeled(cls, stage: str) -> bool:
-        """Fine-tuning is `sup` alone: its whole batch is labeled, as UNet-L's."""
-        return stage == "pretrain"
-
-    def start_from(self, previous_stage: dict[str, torch.Tensor]) -> None:
-        """Fine-tuning takes the pre-trained backbone; the projection heads are dropped."""
-        load_backbone(self.net, previous_stage)
-
     def in_global_phase(self, step: int) -> bool:
         return step < self.hp["global_fraction"] * self.ctx.max_iterations
 
-    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        if self.ctx.stage == "finetune":
-            sup = supervised_loss(self.net(batch.labeled_image).logits, batch.labeled_mask)
-            return {"loss": sup, "sup": sup}
+    def pretrain_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         if self.in_global_phase(step):
             images, _, _ = raw_slices(batch)
             view_a, view_b = two_views(self.ctx.augmenter, images)
@@ -138,6 +121,3 @@ class SCS(Method):
             bool(self.hp["background_anchors"]),
         )
         return {"loss": sup + local, "sup": sup, "local_contrast": local}
-
-    def inference_net(self) -> SegmentationNet:
-        return self.net

@@ -10,12 +10,16 @@ nor pushed.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mona.augment import Augmenter
-from mona.method import Batch
+from mona.losses import supervised_loss
+from mona.method import Batch, Method, MethodContext
+from mona.models import SegmentationNet
 
 # Finite stand-in for log(0): keeps logsumexp and its gradient finite when a row is all masked.
 _MASKED_LOGIT = -1e9
@@ -157,3 +161,40 @@ def load_backbone(net: nn.Module, method_state: dict[str, Tensor], prefix: str =
     """
     state = {k[len(prefix) :]: v for k, v in method_state.items() if k.startswith(prefix)}
     net.load_state_dict(state)
+
+
+class PretrainThenFinetune(Method):
+    """Contrastive pre-training of the backbone, then `sup` fine-tuning from its weights.
+
+    Fine-tuning reads only labeled slices (the whole batch, as UNet-L), loads the pre-trained
+    backbone and drops the projection heads. Subclasses build their heads when
+    `ctx.stage == "pretrain"` and implement `pretrain_step`.
+    """
+
+    stages = ("pretrain", "finetune")
+
+    def __init__(self, ctx: MethodContext):
+        super().__init__(ctx)
+        if ctx.stage not in self.stages:
+            raise ValueError(f"{self.name} trains in stages {self.stages}, not {ctx.stage!r}")
+        self.net = ctx.build_backbone()
+
+    @classmethod
+    def reads_unlabeled(cls, stage: str) -> bool:
+        return stage == "pretrain"
+
+    def start_from(self, previous_stage: dict[str, torch.Tensor]) -> None:
+        load_backbone(self.net, previous_stage)
+
+    @abstractmethod
+    def pretrain_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        """Losses of one pre-training step."""
+
+    def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        if self.ctx.stage == "finetune":
+            sup = supervised_loss(self.net(batch.labeled_image).logits, batch.labeled_mask)
+            return {"loss": sup, "sup": sup}
+        return self.pretrain_step(batch, step)
+
+    def inference_net(self) -> SegmentationNet:
+        return self.net
