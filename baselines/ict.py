@@ -11,11 +11,9 @@ per half), and the weight is the ramp `w(t)` over the whole run, with no delayed
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
-from mona.losses import consistency_weight, ema_update, supervised_loss
+from mona.losses import consistency_weight, ema_update, frozen_copy, supervised_loss
 from mona.method import Batch, Method, MethodContext
 from mona.models import SegmentationNet
 from mona.registry import register
@@ -50,9 +48,7 @@ class InterpolationConsistency(Method):
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)
         self.net = ctx.build_backbone()
-        self.teacher = copy.deepcopy(self.net)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = frozen_copy(self.net)
 
     def draw_mix_factors(self, pairs: int, device: torch.device) -> torch.Tensor:
         """lambda ~ Beta(alpha, alpha), one per pair, shape (pairs, 1, 1, 1)."""

@@ -8,11 +8,9 @@ ramp `w(t)`, and switched off for the first `consistency_start` fraction of trai
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
-from mona.losses import consistency_weight, ema_update, supervised_loss
+from mona.losses import consistency_weight, ema_update, frozen_copy, supervised_loss
 from mona.method import Batch, Method, MethodContext
 from mona.models import SegmentationNet
 from mona.registry import register
@@ -33,9 +31,7 @@ class MeanTeacher(Method):
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)
         self.net = ctx.build_backbone()
-        self.teacher = copy.deepcopy(self.net)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = frozen_copy(self.net)
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         n = batch.num_labeled

@@ -18,13 +18,12 @@ with the reference's ACDC runs). As in the reference:
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 
 from baselines.entropy_min import pixel_entropy
-from mona.losses import consistency_weight, ema_update, sigmoid_rampup, supervised_loss
+from mona.losses import consistency_weight, ema_update, frozen_copy, sigmoid_rampup, supervised_loss
 from mona.method import Batch, Method, MethodContext
 from mona.models import SegmentationNet
 from mona.registry import register
@@ -75,9 +74,7 @@ class UncertaintyAwareMeanTeacher(Method):
         if passes < 1:
             raise ValueError(f"methods.uamt: uncertainty_passes must be >= 1, got {passes}")
         self.net = ctx.build_backbone()
-        self.teacher = copy.deepcopy(self.net)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = frozen_copy(self.net)
 
     def _noisy(self, images: torch.Tensor) -> torch.Tensor:
         noise = (torch.randn_like(images) * self.hp["noise_std"]).clamp(

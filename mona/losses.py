@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -57,3 +58,11 @@ def ema_update(teacher: nn.Module, student: nn.Module, step: int, decay: float) 
     student_params = [p.detach() for p in student.parameters()]
     torch._foreach_mul_(teacher_params, alpha)
     torch._foreach_add_(teacher_params, student_params, alpha=1.0 - alpha)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A copy that never receives gradients: an EMA teacher, updated by `ema_update`."""
+    twin = copy.deepcopy(module)
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin

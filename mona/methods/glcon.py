@@ -41,7 +41,6 @@ subclass makes `pretrain_framework: name` train it. A framework owns a `student`
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -49,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mona.contrastive import GlobalProjectionHead
-from mona.losses import ema_update, supervised_loss
+from mona.losses import ema_update, frozen_copy, supervised_loss
 from mona.method import Batch, MethodContext
 from mona.models import SegmentationNet
 
@@ -94,14 +93,6 @@ class PretrainFramework(nn.Module):
 
     def after_step(self, step: int) -> None:
         """EMA teachers and the like; called after the optimizer step."""
-
-
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """A copy that never receives gradients (an EMA teacher)."""
-    twin = copy.deepcopy(module)
-    for p in twin.parameters():
-        p.requires_grad_(False)
-    return twin
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mona.contrastive import load_backbone
-from mona.losses import ema_update, supervised_loss
+from mona.losses import ema_update, frozen_copy, supervised_loss
 from mona.method import Batch, Method, MethodContext
 from mona.methods.anatomy import (
     ClassMemory,
@@ -77,7 +77,7 @@ from mona.methods.anatomy import (
     sample_per_class,
     unsupervised_ce,
 )
-from mona.methods.glcon import FifoMemory, frozen_copy, get_framework
+from mona.methods.glcon import FifoMemory, get_framework
 from mona.models import SegmentationNet
 from mona.registry import register
 
