@@ -41,7 +41,7 @@ subclass makes `pretrain_framework: name` train it. A framework owns a `student`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +81,7 @@ def get_framework(name: str) -> type[PretrainFramework]:
 class PretrainFramework(nn.Module):
     """A stage-1 objective: owns `student` (carried into stage 2) and computes its losses."""
 
+    display_name: ClassVar[str] = ""  # as the paper's Table 5 names it
     student: SegmentationNet
 
     def __init__(self, ctx: MethodContext, hp: dict[str, Any]):
@@ -220,6 +221,8 @@ class CropProjectionHead(nn.Module):
 @register_framework("glcon")
 class GLCon(PretrainFramework):
     """Global + local relational instance discrimination plus `sup` (the module docstring)."""
+
+    display_name = "GLCon"
 
     def __init__(self, ctx: MethodContext, hp: dict[str, Any]):
         super().__init__(ctx, hp)

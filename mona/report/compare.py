@@ -26,8 +26,7 @@ from mona.report.tables import PAPER_FILES, SWITCHES, collect_runs, paper_number
 
 # Paper metric column -> reproduced column; ASD's unit follows the `units` switch.
 PAPER_METRICS = {"dsc": "dsc", "asd": "asd_mm"}
-# Columns that identify one cell of a paper table. A table with other keys (Table 5: setting,
-# framework) adds its entry here and feeds `compare_cells` seeds carrying those columns.
+# Columns that identify one cell of a paper table; a table with other keys adds its entry here.
 PAPER_KEYS: dict[str, tuple[str, ...]] = {
     "table1": ("dataset", "ratio_pct", "method"),
     "table4": ("dataset", "ratio_pct", "method"),
