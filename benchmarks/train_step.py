@@ -21,21 +21,23 @@ from mona.data.splits import labeled_subset, make_split
 from mona.data.synthetic import generate
 from mona.engine import RunSpec, TrainConfig, Trainer, pick_device
 from mona.io import read_json
+from mona.registry import get_method
 
 
 def measure(args: argparse.Namespace, processed: Path, run_dir: Path) -> float:
     manifest = read_json(processed / "manifest.json")
     split = make_split(manifest, "paper", [0.6, 0.2, 0.2], seed=0)
+    ratio = "all" if get_method(args.method).labeled_pool == "all" else "10"
     spec = RunSpec(
         dataset=args.dataset,
         method=args.method,
-        ratio="10",
+        ratio=ratio,
         seed=0,
         stage=args.stage,
         processed_dir=processed,
         run_dir=run_dir,
         split=split,
-        labeled=labeled_subset(split, manifest, "10", 0),
+        labeled=labeled_subset(split, manifest, ratio, 0),
     )
     config = TrainConfig(
         iterations=args.warmup + args.steps,

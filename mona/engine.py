@@ -126,6 +126,11 @@ class Trainer:
                 f"methods.{spec.method}: unknown hyperparameters {sorted(unknown)}; "
                 f"known: {sorted(method_cls.defaults)}"
             )
+        if method_cls.labeled_pool == "all" and spec.ratio != "all":
+            raise ValueError(
+                f"{spec.method} labels every training patient, so its run is ratio 'all' "
+                f"(runs/<dataset>/{spec.method}/rall), not ratio {spec.ratio!r}"
+            )
         torch.manual_seed(spec.seed)
         self.method: Method = method_cls(
             MethodContext(

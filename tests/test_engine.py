@@ -98,6 +98,16 @@ def test_unknown_hyperparameter_is_refused(processed_acdc, tmp_path):
         Trainer(spec, TrainConfig(iterations=1, **SMALL))
 
 
+def test_a_method_that_labels_every_patient_refuses_a_labeled_ratio(processed_acdc, tmp_path):
+    # runs/acdc/unet_f/r5 would silently train UNet-L at 5 % under UNet-F's name
+    with pytest.raises(ValueError, match="rall"):
+        Trainer(make_spec(processed_acdc, tmp_path, "unet_f", "5"), TrainConfig(**SMALL))
+    trainer = Trainer(make_spec(processed_acdc, tmp_path, "unet_f", "all"), TrainConfig(**SMALL))
+    manifest = read_json(processed_acdc / "manifest.json")
+    train_patients = set(make_split(manifest, "paper", [0.6, 0.2, 0.2], seed=0)["train"])
+    assert set(trainer.spec.labeled["patients"]) == train_patients
+
+
 def test_best_val_keeps_the_best_validated_weights(processed_acdc, tmp_path):
     spec = make_spec(processed_acdc, tmp_path, "unet_l", protocol={"checkpoint": "best_val"})
     config = TrainConfig(iterations=4, batch_labeled=2, batch_unlabeled=2, val_every=2, **SMALL)
