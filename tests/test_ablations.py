@@ -133,9 +133,9 @@ def test_table2_aggregates_seeds_beside_the_paper(tmp_path):
     )
 
 
-def test_a_sweep_figure_is_drawn_with_the_numbers_behind_it(tmp_path):
+def test_a_sweep_figure_is_drawn_with_the_numbers_behind_it(tmp_path, assert_drawn):
     config = copy.deepcopy(DEFAULT)
-    config["ablations"]["fig9"]["sweeps"] = {"delta0": [0.85, 0.97]}
+    config["ablations"]["fig9"]["sweeps"] = {"delta0": [0.85, 0.97], "nn_k": [3, 5]}
     paths = [
         fake_metrics(tmp_path, "mona", 0, 0.80, 1.0),
         fake_metrics(tmp_path, "mona", 1, 0.84, 1.4),
@@ -146,11 +146,13 @@ def test_a_sweep_figure_is_drawn_with_the_numbers_behind_it(tmp_path):
     frame = write_figure(
         "fig9", config, paths, out / "fig9.png", out / "fig9.pdf", out / "fig9.csv"
     )
-    assert list(frame.value) == [0.85, 0.97] and list(frame.n_seeds) == [1, 2]
-    assert frame.dsc_mean.tolist() == pytest.approx([70.0, 82.0])
-    assert (out / "fig9.png").read_bytes()[:4] == b"\x89PNG"
+    assert list(frame.value) == [0.85, 0.97, 3, 5] and list(frame.n_seeds) == [1, 2, 0, 2]
+    assert frame.dsc_mean.tolist()[:2] == pytest.approx([70.0, 82.0])
+    # one 4.2 x 3.4 in panel per swept parameter at 150 dpi, not blank
+    assert assert_drawn(out / "fig9.png", min_colors=30).shape[:2] == (510, 1260)
     assert (out / "fig9.pdf").read_bytes()[:4] == b"%PDF"
-    assert pd.read_csv(out / "fig9.csv").parameter.tolist() == ["delta0", "delta0"]
+    csv = pd.read_csv(out / "fig9.csv")
+    assert csv.parameter.tolist() == ["delta0", "delta0", "nn_k", "nn_k"]
 
 
 def test_config_problems_name_the_bad_entry():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
@@ -125,21 +124,6 @@ def runs(tmp_path_factory, processed_acdc):
     return root, paths
 
 
-def read_png(path: Path) -> np.ndarray:
-    image = mpimg.imread(path)
-    assert image.ndim == 3 and image.shape[2] in (3, 4)
-    return image[..., :3]
-
-
-def assert_drawn(path: Path, min_colors: int = 8) -> np.ndarray:
-    """The PNG exists, is not one flat colour and holds more than a few distinct colours."""
-    image = read_png(path)
-    assert image.std() > 0.02
-    colors = np.unique((image.reshape(-1, 3) * 255).astype(np.uint8), axis=0)
-    assert len(colors) >= min_colors
-    return image
-
-
 def test_paper_vs_reproduced_cells_match_hand_computed_values(runs, tmp_path):
     root, paths = runs
     config = small_config()
@@ -203,7 +187,7 @@ def test_seed_scores_one_row_per_seed_and_ratio(runs, tmp_path):
     assert seeds[seeds.method_id == "unet_f"].all_labels.all()
 
 
-def test_result_plots_are_drawn_at_their_size(runs, tmp_path):
+def test_result_plots_are_drawn_at_their_size(runs, tmp_path, assert_drawn):
     _, paths = runs
     config = small_config()
     config["figures"] = {"dpi": 60}
@@ -222,7 +206,7 @@ def test_result_plots_are_drawn_at_their_size(runs, tmp_path):
         assert pdf.read_bytes()[:5] == b"%PDF-"
 
 
-def test_result_plots_without_any_run_still_draw_axes(tmp_path):
+def test_result_plots_without_any_run_still_draw_axes(tmp_path, assert_drawn):
     config = small_config()
     config["figures"] = {"dpi": 50}
     write_comparison(config, [], tmp_path / "s.csv", tmp_path / "c.csv", tmp_path / "c.html")
@@ -234,7 +218,7 @@ def test_result_plots_without_any_run_still_draw_axes(tmp_path):
 
 
 def test_qualitative_falls_back_to_table_methods_and_matches_evaluation(
-    runs, processed_acdc, tmp_path
+    runs, processed_acdc, tmp_path, assert_drawn
 ):
     from mona.evaluate.run import predict_cases
 

@@ -342,6 +342,8 @@ def draw_sweeps(name: str, frame: pd.DataFrame, config: dict):
         ax.fill_between(x, dice - dice_std, dice + dice_std, color="C0", alpha=0.2)
         ax.set_ylabel("Dice (%)", color="C0")
         twin = ax.twinx()
+        ax.set_zorder(twin.get_zorder() + 1)  # Dice drawn over ASD where the two meet
+        ax.patch.set_visible(False)
         twin.plot(x, asd, "s--", color="C3", label="ASD")
         twin.fill_between(x, asd - asd_std, asd + asd_std, color="C3", alpha=0.15)
         twin.set_ylabel(f"ASD ({'mm' if part.units.iloc[0] == 'mm' else 'voxels'})", color="C3")
@@ -352,7 +354,8 @@ def draw_sweeps(name: str, frame: pd.DataFrame, config: dict):
             ax.axvline(i, color="0.4", linestyle=":", linewidth=1.2)
         ax.set_title(f"paper's choice: {defaults[parameter]}", fontsize=9)
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, fontsize=8, loc="lower left")
+    # one legend under the panels: inside an axis it hides points at either end of a sweep
+    figure.legend(handles=handles, fontsize=8, loc="outside lower center", ncols=2)
     first = frame.iloc[0]
     seeds = int(frame.n_seeds.max()) if len(frame) else 0
     figure.suptitle(
