@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -95,6 +96,13 @@ def test_paper_config_plans_the_full_grid_on_stand_in_paths(tmp_path):
         config["datasets"][name]["raw"] = str(stand_in)
     result = run_dag(tmp_path, config, "-n", "--quiet", "rules")
     assert result.returncode == 0, result.stderr[-3000:]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE))
+    # per dataset: 14 methods x 3 ratios + UNet-F once; GCL, SCS, PLC, MONA train twice
+    per_dataset = {"train": 14 * 3 + 1 + 4 * 3, "evaluate": 14 * 3 + 1}
+    assert {rule: int(jobs[rule]) for rule in per_dataset} == {
+        rule: 3 * count for rule, count in per_dataset.items()
+    }
+    assert int(jobs["preprocess"]) == 3 and "synthesize" not in jobs
 
 
 def test_a_throwaway_baseline_from_a_plugin_file_is_planned_by_the_dag(tmp_path):
