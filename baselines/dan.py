@@ -1,25 +1,22 @@
 """Deep adversarial network (Zhang et al. 2017) as in SSL4MIS `train_adversarial_network_2D.py`.
 
 A small fully convolutional discriminator `D` sees an image and a softmax and says whether the
-prediction came from a labeled slice. The segmenter minimises `sup + w * BCE(D(u), labeled)` on
-the unlabeled part; `D` minimises `BCE(D(l), labeled) + BCE(D(u), unlabeled)` on the whole batch.
-
-SSL4MIS alternates: a segmenter step with `D` fixed, then a `D` step on the segmentation
-without gradient. The engine does one backward of one loss and steps every optimizer, so the
-two losses are summed and kept from touching each other's parameters: the adversarial term runs
-`D` through `torch.func.functional_call` with detached parameters (gradient reaches the segmenter
-only) and `D`'s loss reads the detached softmax (gradient reaches `D` only). Each optimizer
-therefore receives exactly the gradient of its own loss, as in the alternation. The one
-difference: SSL4MIS trains `D` on a second forward pass made after the segmenter's step and in
-eval mode, here `D` sees the same forward pass as the segmenter loss (train mode, before the step),
-which saves that pass.
+prediction came from a labeled slice. Each iteration alternates, as SSL4MIS does, in two engine
+phases with their own optimizers:
+1. segmenter step (`train_step`, SGD): `sup + w * BCE(D(u), labeled)` on the unlabeled part,
+   `D` fixed (eval mode, detached parameters through `torch.func.functional_call`, so the
+   gradient reaches the segmenter only);
+2. discriminator step (`discriminator_step`, Adam): a fresh forward pass of the segmenter just
+   updated, in eval mode and without gradient, then `BCE(D(l), labeled) + BCE(D(u), unlabeled)`
+   on the whole batch.
 
 Other choices:
 - `D` follows SSL4MIS `FCDiscriminator` (4x4 stride-2 convolutions from the softmax and from the
   image, summed, then three more with LeakyReLU 0.2 and channel dropout 0.5), but ends with
   global average pooling and one logit (SSL4MIS: a fixed-size pooling and a 2-way linear layer
   whose cross-entropy equals this binary cross-entropy), so any image size works;
-- `D` runs in eval mode (no dropout) for the adversarial term, as SSL4MIS's `DAN.eval()`;
+- `D` runs in eval mode (no dropout) for the adversarial term, as SSL4MIS's `DAN.eval()`, and
+  in train mode for its own step;
 - SSL4MIS gives `D` Adam at a constant lr 1e-4 (its poly schedule touches the segmenter's
   optimizer only). The engine rescales every group's `initial_lr`, which no `initial_lr` can undo,
   so `D`'s optimizer restores its own lr before each step (`ConstantLrAdam`).
@@ -76,6 +73,7 @@ class ConstantLrAdam(torch.optim.Adam):
 @register("dan")
 class DeepAdversarialNetwork(Method):
     display_name = "DAN"
+    phases = (("train_step", (0,)), ("discriminator_step", (1,)))
     defaults = {
         "consistency": 0.1,
         "consistency_rampup": 1.0,
@@ -114,25 +112,30 @@ class DeepAdversarialNetwork(Method):
         return logits
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        """Phase 1: the segmenter's loss, `D` fixed."""
         n = batch.num_labeled
         images = torch.cat([batch.labeled_image, batch.unlabeled_image])
         logits = self.net(images).logits.float()
-        probs = logits.softmax(1)
         sup = supervised_loss(logits[:n], batch.labeled_mask)
-        fooled = self.fixed_discriminator(probs[n:], images[n:]).float()
+        fooled = self.fixed_discriminator(logits[n:].softmax(1), images[n:]).float()
         adversarial = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
-        judged = self.discriminator(probs.detach(), images).float()
-        is_labeled = (torch.arange(len(judged), device=judged.device) < n).to(judged.dtype)
-        discriminator = F.binary_cross_entropy_with_logits(judged, is_labeled)
         weight = consistency_weight(
             step, self.ctx.max_iterations, self.hp["consistency"], self.hp["consistency_rampup"]
         )
-        return {
-            "loss": sup + weight * adversarial + discriminator,
-            "sup": sup,
-            "adversarial": adversarial,
-            "discriminator": discriminator,
-        }
+        return {"loss": sup + weight * adversarial, "sup": sup, "adversarial": adversarial}
+
+    def discriminator_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        """Phase 2: `D` tells labeled from unlabeled predictions of the updated segmenter."""
+        n = batch.num_labeled
+        images = torch.cat([batch.labeled_image, batch.unlabeled_image])
+        was_training = self.net.training
+        self.net.eval()
+        with torch.no_grad():
+            probs = self.net(images).logits.float().softmax(1)
+        self.net.train(was_training)
+        judged = self.discriminator(probs, images).float()
+        is_labeled = (torch.arange(len(judged), device=judged.device) < n).to(judged.dtype)
+        return {"loss": F.binary_cross_entropy_with_logits(judged, is_labeled)}
 
     def inference_net(self) -> SegmentationNet:
         return self.net

@@ -70,7 +70,8 @@ class Method(nn.Module, ABC):
     Class attributes describe the method to the DAG: `stages` it trains in order, whether it
     learns from every training patient (`labeled_pool = "all"`, the same run for every labeled
     ratio) and whether it reads unlabeled data. `defaults` are its hyperparameters; the config's
-    `methods.<name>` section overrides them and may not add unknown keys.
+    `methods.<name>` section overrides them and may not add unknown keys. `phases` splits an
+    iteration into steps with their own optimizers (most methods: one).
     """
 
     name: ClassVar[str] = ""
@@ -79,6 +80,10 @@ class Method(nn.Module, ABC):
     labeled_pool: ClassVar[str] = "subset"
     uses_unlabeled: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {}
+    # Steps of one iteration, in order: (method to call, indices of the optimizers it steps;
+    # None = every optimizer). Each gets its own backward and optimizer step, so a later phase
+    # sees the weights an earlier one just updated (DAN: segmenter, then discriminator).
+    phases: ClassVar[tuple[tuple[str, tuple[int, ...] | None], ...]] = (("train_step", None),)
 
     def __init__(self, ctx: MethodContext):
         super().__init__()

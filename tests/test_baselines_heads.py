@@ -84,8 +84,9 @@ def test_trains_with_finite_losses_and_a_gradient_for_every_trainable_weight(tra
 
     method = trainer.method
     method.zero_grad(set_to_none=True)
-    losses = method.train_step(trainer.make_batch(2), 2)
-    losses["loss"].backward()
+    batch = trainer.make_batch(2)
+    for phase, _ in trainer.phases:  # DAN: segmenter, then discriminator
+        getattr(method, phase)(batch, 2)["loss"].backward()
     trainable = [(n, p) for n, p in method.named_parameters() if p.requires_grad]
     missing = [n for n, p in trainable if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, f"no finite gradient for {missing}"
@@ -231,6 +232,7 @@ def test_dan_segmenter_and_discriminator_have_their_own_optimizers():
 def test_dan_adversarial_term_reaches_only_the_segmenter_and_d_loss_only_d():
     method = build("dan")
     losses = method.train_step(random_batch(), 5)
+    d_loss = method.discriminator_step(random_batch(), 5)["loss"]
     segmenter = list(method.net.parameters())
     disc = list(method.discriminator.parameters())
 
@@ -239,8 +241,47 @@ def test_dan_adversarial_term_reaches_only_the_segmenter_and_d_loss_only_d():
 
     assert all(g is None for g in grads(losses["adversarial"], disc))
     assert any(g is not None and g.abs().sum() > 0 for g in grads(losses["adversarial"], segmenter))
-    assert all(g is None for g in grads(losses["discriminator"], segmenter))
-    assert all(g is not None for g in grads(losses["discriminator"], disc))
+    assert all(g is None for g in grads(d_loss, segmenter))
+    assert all(g is not None for g in grads(d_loss, disc))
+
+
+def test_dan_steps_alternate_segmenter_then_discriminator_on_the_updated_segmenter(
+    processed_acdc, tmp_path, monkeypatch
+):
+    from baselines.dan import DeepAdversarialNetwork
+
+    seen = {}
+    original = DeepAdversarialNetwork.discriminator_step
+
+    def recording_step(self, batch, step):
+        seen["net"] = [p.detach().clone() for p in self.net.parameters()]
+        seen["d"] = [p.detach().clone() for p in self.discriminator.parameters()]
+        seen["net_training"] = self.net.training
+        return original(self, batch, step)
+
+    monkeypatch.setattr(DeepAdversarialNetwork, "discriminator_step", recording_step)
+    torch.manual_seed(0)
+    trainer = train(processed_acdc, tmp_path / "start", "dan", iterations=0)
+    start_net = [p.detach().clone() for p in trainer.method.net.parameters()]
+    start_d = [p.detach().clone() for p in trainer.method.discriminator.parameters()]
+    assert [name for name, _ in trainer.phases] == ["train_step", "discriminator_step"]
+    assert [len(o) for _, o in trainer.phases] == [1, 1]
+
+    trainer = train(processed_acdc, tmp_path / "one", "dan", iterations=1)
+    method = trainer.method
+    # the discriminator's phase sees the segmenter after its step, and D before its own
+    assert any(not torch.equal(a, b) for a, b in zip(seen["net"], start_net, strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(seen["net"], method.net.parameters(), strict=True)
+    )
+    assert all(torch.equal(a, b) for a, b in zip(seen["d"], start_d, strict=True))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(start_d, method.discriminator.parameters(), strict=True)
+    )
+    assert seen["net_training"]  # the eval-mode pass restores train mode
+    log = json.loads((tmp_path / "one" / "log.jsonl").read_text().splitlines()[-1])
+    assert {"loss", "sup", "adversarial", "discriminator_step"} <= set(log)
 
 
 def test_dan_discriminator_keeps_its_constant_lr_under_the_engine_schedule():
@@ -250,7 +291,7 @@ def test_dan_discriminator_keeps_its_constant_lr_under_the_engine_schedule():
         group.setdefault("initial_lr", group["lr"])
         group["lr"] = group["initial_lr"] * 0.25
     before = [p.detach().clone() for p in method.discriminator.parameters()]
-    method.train_step(random_batch(), 5)["discriminator"].backward()
+    method.discriminator_step(random_batch(), 5)["loss"].backward()
     optimizer.step()
     after = method.discriminator.parameters()
     moved = [(p.detach() - b).abs().flatten() for p, b in zip(after, before, strict=True)]
