@@ -36,14 +36,20 @@ def sigmoid_rampup(progress: float) -> float:
     return math.exp(-5.0 * (1.0 - p) ** 2)
 
 
+# SSL4MIS advances its ramp once every 150 iterations, over 200 such steps.
+RAMP_STEPS = 200
+
+
 def consistency_weight(step: int, max_iterations: int, weight: float, rampup: float) -> float:
     """SSL4MIS weight `w(t)`, ramped over the first `rampup` fraction of training.
 
-    SSL4MIS ramps over 200 x 150 = 30 000 iterations, i.e. its whole schedule (rampup = 1.0);
-    expressing the ramp as a fraction keeps that shape under shorter schedules.
+    SSL4MIS evaluates the ramp at `iter // 150` of 200 (30 000 iterations, its whole schedule:
+    rampup = 1.0), so the weight rises in 200 stairs; the stairs here are `rampup *
+    max_iterations / 200` iterations long, which keeps that shape under shorter schedules.
     """
     length = max(rampup * max_iterations, 1.0)
-    return weight * sigmoid_rampup(step / length)
+    stair = math.floor(step * RAMP_STEPS / length)
+    return weight * sigmoid_rampup(stair / RAMP_STEPS)
 
 
 @torch.no_grad()

@@ -28,6 +28,11 @@ def test_consistency_ramp_follows_the_ssl4mis_sigmoid():
     assert consistency_weight(0, 1000, 0.1, 1.0) == pytest.approx(0.1 * math.exp(-5))
     assert consistency_weight(500, 1000, 0.1, 1.0) == pytest.approx(0.1 * math.exp(-5 * 0.25))
     assert consistency_weight(5000, 1000, 0.1, 1.0) == pytest.approx(0.1)
+    # SSL4MIS: sigmoid_rampup(iter // 150, 200) over its 30 000 iterations, in stairs
+    stair = [consistency_weight(i, 30000, 0.1, 1.0) for i in (0, 149, 150, 299, 300)]
+    assert stair[0] == stair[1] == pytest.approx(0.1 * math.exp(-5))
+    assert stair[2] == stair[3] == pytest.approx(0.1 * math.exp(-5 * (199 / 200) ** 2))
+    assert stair[4] == pytest.approx(0.1 * math.exp(-5 * (198 / 200) ** 2))
 
 
 def test_ema_update_uses_the_warm_up_alpha():
