@@ -1,5 +1,5 @@
-"""EM, UAMT, DCT and ICT: each trains through the engine, and each consistency term computes
-what its definition says on inputs whose answer is known by hand."""
+"""UNet-F/L, EM, MT, UAMT, DCT and ICT: each trains through the engine, and each consistency
+term computes what its definition says on inputs whose answer is known by hand."""
 
 from __future__ import annotations
 
@@ -24,18 +24,20 @@ from mona.data.splits import labeled_subset, make_split
 from mona.engine import RunSpec, TrainConfig, Trainer
 from mona.io import read_json
 from mona.models.base import SegmentationNet
+from mona.registry import get_method
 
 SMALL = {"widths": [4, 8, 16, 32, 64], "image_size": 32, "log_every": 1, "checkpoint_every": 100}
-METHODS = ["em", "uamt", "dct", "ict"]
+METHODS = ["unet_f", "unet_l", "em", "mt", "uamt", "dct", "ict"]
 
 
 def train(processed, run_dir, method: str, iterations: int = 2) -> Trainer:
     manifest = read_json(processed / "manifest.json")
     split = make_split(manifest, "paper", [0.6, 0.2, 0.2], seed=0)
+    ratio = "all" if get_method(method).labeled_pool == "all" else "10"
     spec = RunSpec(
-        dataset="acdc", method=method, ratio="10", seed=0, stage="train",
+        dataset="acdc", method=method, ratio=ratio, seed=0, stage="train",
         processed_dir=processed, run_dir=run_dir, split=split,
-        labeled=labeled_subset(split, manifest, "10", 0),
+        labeled=labeled_subset(split, manifest, ratio, 0),
     )  # fmt: skip
     config = TrainConfig(iterations=iterations, batch_labeled=2, batch_unlabeled=2, **SMALL)
     trainer = Trainer(spec, config)
@@ -83,7 +85,7 @@ def test_the_unsupervised_term_alone_moves_the_student(trained, name, term):
     assert grads and any(g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("name", ["uamt", "ict"])
+@pytest.mark.parametrize("name", ["mt", "uamt", "ict"])
 def test_teacher_is_the_ema_of_the_student(processed_acdc, tmp_path, name):
     method = train(processed_acdc, tmp_path, name, iterations=1).method
     # step 0: alpha = min(1 - 1/1, 0.99) = 0, so the teacher is a copy of the student
@@ -98,6 +100,71 @@ def test_teacher_is_the_ema_of_the_student(processed_acdc, tmp_path, name):
     for t, b, s in zip(method.teacher.parameters(), before, method.net.parameters(), strict=True):
         assert not torch.equal(t, s)
         assert torch.allclose(t, 0.5 * b + 0.5 * s)
+
+
+# UNet-F / UNet-L -----------------------------------------------------------------------------
+
+
+def test_supervised_references_read_labeled_slices_only(trained):
+    full, subset = trained["unet_f"], trained["unet_l"]
+    train_slices = len(full.labeled) + len(full.unlabeled)
+    assert len(full.unlabeled) == 0 and len(full.labeled) == train_slices > len(subset.labeled)
+    for trainer in (full, subset):  # the whole batch is labeled
+        batch = trainer.make_batch(0)
+        assert batch.num_labeled == 4 and batch.unlabeled_image.shape[0] == 0
+        losses = trainer.method.train_step(batch, 0)
+        assert torch.equal(losses["loss"], losses["sup"])
+
+
+# MT ------------------------------------------------------------------------------------------
+
+
+class Recorder(nn.Module):
+    """Wraps a network and keeps the inputs it was called with."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.inputs = net, []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        return self.net(x)
+
+
+def test_mt_teacher_sees_the_unlabeled_views_plus_clamped_noise(trained):
+    method = trained["mt"].method
+    batch = trained["mt"].make_batch(5)
+    teacher = method.teacher
+    recorder = method.teacher = Recorder(teacher)
+    try:
+        method.train_step(batch, 5)
+    finally:
+        method.teacher = teacher
+    (seen,) = recorder.inputs
+    noise = seen - batch.unlabeled_image
+    clip = method.hp["noise_clip"]
+    assert noise.abs().max() <= clip + 1e-6 and noise.abs().max() > 0
+    assert (noise.abs() > clip - 1e-6).float().mean() < 0.2  # N(0, 0.1) rarely reaches 0.2
+    assert noise.std() == pytest.approx(method.hp["noise_std"], rel=0.25)
+
+
+def test_mt_consistency_is_off_until_its_start_then_ramps_up(trained):
+    method = trained["mt"].method
+    batch = trained["mt"].make_batch(5)
+    start = method.hp["consistency_start"] * method.ctx.max_iterations
+    early = method.train_step(batch, 0)
+    assert early["consistency"] > 0 and torch.equal(early["loss"], early["sup"])
+    method.ctx.max_iterations = 3000  # start at iteration 100
+    try:
+        before = method.train_step(batch, 99)
+        after = method.train_step(batch, 100)
+        late = method.train_step(batch, 2999)
+    finally:
+        method.ctx.max_iterations = 2
+    assert start < 1 and torch.equal(before["loss"], before["sup"])
+    assert after["loss"] > after["sup"]
+    weight = (late["loss"] - late["sup"]) / late["consistency"]
+    assert weight.item() == pytest.approx(0.1, rel=1e-3)  # the ramp reaches `consistency`
 
 
 # EM ------------------------------------------------------------------------------------------
