@@ -53,6 +53,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
 
 import numpy as np
 from scipy import ndimage
@@ -336,7 +337,9 @@ def score_cases_parallel(
     """`score_case` over (pred, ref, spacing) volumes in a process pool, results in input order.
 
     workers <= 1 scores in this process. At most 2 * workers volumes are in flight, so a lazy
-    iterable of large volumes is never materialised at once.
+    iterable of large volumes is never materialised at once. The pool forks (a spawned worker
+    would re-run the Snakemake script that imported this); that is safe after torch and CUDA
+    have started because the workers run NumPy and SciPy only.
     """
     unknown = sorted(set(switches) - {"asd_mode", "units", "empty"})
     if unknown:
@@ -349,7 +352,7 @@ def score_cases_parallel(
         return [score_case(p, r, num_classes, s, **switches) for p, r, s in pairs]
     results: list[dict] = []
     in_flight: deque[Future] = deque()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
         for pred, ref, spacing in pairs:
             if len(in_flight) >= 2 * workers:
                 results.append(in_flight.popleft().result())

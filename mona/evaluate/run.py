@@ -7,6 +7,7 @@ protocol switches `asd`, `units` and `empty` (see `mona.evaluate.metrics`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +32,13 @@ def load_inference_net(model_path: Path, device: torch.device) -> torch.nn.Modul
 
 def predict_cases(
     model_path: Path, processed_dir: Path, cases: list[dict], device: torch.device
-) -> list[np.ndarray]:
-    """Predicted label volumes on each case's original grid."""
+) -> Iterator[np.ndarray]:
+    """Predicted label volumes on each case's original grid, one at a time."""
     net = load_inference_net(model_path, device)
-    predictions = []
     for case in tqdm(cases, desc="inference", disable=None, leave=False):
         images = np.load(processed_dir / case["image"], mmap_mode="r")
         labels = predict_volume(net, images, device)
-        predictions.append(to_original_grid(labels, tuple(case["original_shape"])))
-    return predictions
+        yield to_original_grid(labels, tuple(case["original_shape"]))
 
 
 def evaluate_run(
@@ -51,7 +50,11 @@ def evaluate_run(
     out_path: Path,
     workers: int = 1,
 ) -> dict:
-    """Score the test patients of `split` and write the metrics file atomically."""
+    """Score the test patients of `split` and write the metrics file atomically.
+
+    Volumes are predicted and read lazily: the scoring pool holds a few at a time, so a LiTS
+    test set never sits in memory whole, and inference overlaps with scoring.
+    """
     from mona.engine import pick_device
 
     manifest = read_json(processed_dir / "manifest.json")
@@ -59,10 +62,10 @@ def evaluate_run(
     cases = [c for c in manifest["cases"] if c["patient_id"] in test]
     device = pick_device()
     predictions = predict_cases(model_path, processed_dir, cases, device)
-    pairs = [
+    pairs = (
         (pred, np.load(processed_dir / case["gt"]), case["spacing"])
         for pred, case in zip(predictions, cases, strict=True)
-    ]
+    )
     scores = score_cases_parallel(
         pairs,
         manifest["num_classes"],
