@@ -13,9 +13,9 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
-include: "workflow/rules/figures.smk"
 include: "workflow/rules/ablations.smk"
 include: "workflow/rules/table5.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

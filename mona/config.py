@@ -154,3 +154,50 @@ def check_config(config: dict) -> None:
         problems.append(f"config augment: {error}")
     if problems:
         raise DataError(problems)
+
+
+EVALUATION_SWITCHES = ("asd", "units", "empty")
+TRAINING_SWITCHES = ("labeled", "checkpoint")
+# Train settings that change how often a run logs or saves, never what it learns.
+BOOKKEEPING = ("log_every", "checkpoint_every")
+
+
+def step_settings(
+    config: dict, step: str, dataset: str, method: str | None = None, stage: str | None = None
+) -> dict[str, Any]:
+    """The config values one DAG step's output depends on beyond its input files.
+
+    The rules pass these as `params`, so Snakemake reruns a step (and what follows it) when one
+    of them changes, instead of serving numbers made under the old settings.
+    """
+    spec = config["datasets"][dataset]
+    switches = protocol(config, dataset)
+    if step == "synthesize":
+        return {"kind": spec["kind"], **spec.get("synthetic", {})}
+    if step == "preprocess":
+        return {"kind": spec["kind"], "image_size": config.get("train", {}).get("image_size")}
+    if step == "split":
+        return {
+            "split": switches["split"],
+            "split_seed": switches["split_seed"],
+            "fractions": spec.get("fractions"),
+        }
+    if step == "train":
+        from mona.registry import load_methods
+
+        name = split_variant(method)[0]
+        cls = load_methods(tuple(config.get("plugins", [])))[name]
+        hparams = method_hparams(config, method)
+        if stage != cls.stages[-1]:  # an earlier stage never reads the last stage's keys
+            finetune_only = getattr(cls, "finetune_only", frozenset())
+            hparams = {k: v for k, v in hparams.items() if k not in finetune_only}
+        train = {k: v for k, v in config.get("train", {}).items() if k not in BOOKKEEPING}
+        return {
+            "train": train,
+            "augment": config.get("augment", {}),
+            "hparams": dict(sorted(hparams.items())),
+            **{s: switches[s] for s in TRAINING_SWITCHES},
+        }
+    if step == "evaluate":
+        return {s: switches[s] for s in EVALUATION_SWITCHES}
+    raise ValueError(f"unknown DAG step {step!r}")

@@ -28,6 +28,7 @@ from mona.report.ablations import (
     write_figure,
     write_table,
 )
+from mona.report.compare import write_comparison, write_seed_scores
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -131,6 +132,31 @@ def test_table2_aggregates_seeds_beside_the_paper(tmp_path):
     assert {"tailness", "consistency", "diversity", "paper_dsc", "empty", "data"} <= set(
         csv.columns
     )
+    assert (mona.dsc_min, mona.dsc_max) == (pytest.approx(80.0), pytest.approx(90.0))
+
+    # the same seeds beside every cell of the paper's Table 2 in paper_vs_reproduced.csv
+    write_seed_scores(DEFAULT, [], tmp_path / "seeds.csv")
+    cells = write_comparison(
+        DEFAULT, tmp_path / "seeds.csv", tmp_path / "c.csv", tmp_path / "c.html",
+        {"table2": paths},
+    )  # fmt: skip
+    table2 = cells[cells.table == "table2"]
+    assert len(table2) == 2 * 8  # every row of the paper's Table 2, DSC and ASD
+
+    def cell(tailness, consistency, diversity, metric):
+        on = (table2.tailness == tailness) & (table2.consistency == consistency)
+        return table2[on & (table2.diversity == diversity) & (table2.metric == metric)].iloc[0]
+
+    full = cell(1, 1, 1, "dsc")  # seeds 80 and 90 %, paper 88.8
+    assert (full.n_seeds, full.seed_min, full.seed_max) == (2, 80.0, 90.0)
+    assert full.delta == pytest.approx(85.0 - 88.8) and bool(full.paper_within_seeds)
+    assert full.method_id == "mona"
+    vanilla_asd = cell(0, 0, 0, "asd")  # one seed, 6.0 mm, paper 6.53
+    assert vanilla_asd.delta == pytest.approx(6.0 - 6.53)
+    assert not bool(vanilla_asd.paper_within_seeds)
+    assert cell(1, 0, 0, "dsc").n_seeds == 0  # not run: kept, empty
+    page = (tmp_path / "c.html").read_text()
+    assert "table2: cells with reproduced seeds" in page and "88.8" in page
 
 
 def test_a_sweep_figure_is_drawn_with_the_numbers_behind_it(tmp_path, assert_drawn):
@@ -183,8 +209,11 @@ def test_the_dag_plans_one_pre_training_per_stage_one_setting(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.MULTILINE))
-    # pre-training: mona, mona~k=3, mona~k=10; fine-tuning: 8 component rows + the two k values
-    assert int(jobs["train"]) == 3 + 10
+    # pre-training: mona and the 2 other values each of k and view_size (stage-1 settings);
+    # fine-tuning: 8 component rows + those 4 sweep points
+    assert int(jobs["train"]) == 5 + 12
+    assert "runs/acdc/mona~view_size=4/r5/s0/pretrain/model.pt" in result.stdout
+    assert "mona~view_size=8" not in result.stdout  # the configured value is plain `mona`
     assert int(jobs["share_pretrain"]) == 7  # every component row but full MONA
     assert (int(jobs["ablation_table"]), int(jobs["ablation_figure"])) == (1, 1)
     blocks = result.stdout.split("\nrule ")

@@ -61,6 +61,21 @@ def test_tiny_dag_produces_table1_with_provenance(tmp_path):
     assert len(labeled["patients"]) == 1
     assert (tmp_path / "runs/acdc/unet_f/rall/s0/metrics.json").exists()
 
+    def planned(config: dict) -> dict[str, int]:
+        result = run_dag(tmp_path, config, "results/table1.csv", "-n", "--quiet", "rules")
+        assert result.returncode == 0, result.stderr[-3000:]
+        return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M)}
+
+    assert "train" not in planned(tiny_config())  # nothing changed, nothing to do
+    # a changed evaluation switch re-scores every run without retraining any
+    official = tiny_config()
+    official["protocol"]["empty"] = "official"
+    assert planned(official) == {"evaluate": 2, "table": 1, "total": 3}
+    # a changed schedule retrains (and re-scores) every run
+    longer = tiny_config()
+    longer["train"]["iterations"] = 4
+    assert planned(longer)["train"] == 2
+
 
 def test_bad_raw_data_stops_the_dag_naming_the_file(tmp_path):
     raw = tmp_path / "raw"
@@ -94,7 +109,8 @@ def test_paper_config_plans_the_full_grid_on_stand_in_paths(tmp_path):
         stand_in = tmp_path / name
         stand_in.mkdir()
         config["datasets"][name]["raw"] = str(stand_in)
-    result = run_dag(tmp_path, config, "-n", "--quiet", "rules")
+    tables = ("results/table1.csv", "results/table4.csv")
+    result = run_dag(tmp_path, config, *tables, "-n", "--quiet", "rules")
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE))
     # per dataset: 14 methods x 3 ratios + UNet-F once; GCL, SCS, PLC, MONA train twice
@@ -103,6 +119,14 @@ def test_paper_config_plans_the_full_grid_on_stand_in_paths(tmp_path):
         rule: 3 * count for rule, count in per_dataset.items()
     }
     assert int(jobs["preprocess"]) == 3 and "synthesize" not in jobs
+    # the default target is everything the report shows: every table, figure and page
+    result = run_dag(tmp_path, config, "-n", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE))
+    for rule in ("ablation_table", "ablation_figure", "table5", "qualitative_figure"):
+        assert rule in jobs, rule
+    assert int(jobs["table_page"]) == 5  # Tables 1-5
+    assert int(jobs["ablation_figure"]) == 3  # Figures 7-9
 
 
 def test_a_throwaway_baseline_from_a_plugin_file_is_planned_by_the_dag(tmp_path):

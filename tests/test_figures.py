@@ -24,6 +24,7 @@ from mona.report.compare import (
     runtime_summary,
     write_comparison,
     write_provenance,
+    write_seed_scores,
     write_table_page,
 )
 from mona.report.figures import (
@@ -127,8 +128,9 @@ def runs(tmp_path_factory, processed_acdc):
 def test_paper_vs_reproduced_cells_match_hand_computed_values(runs, tmp_path):
     root, paths = runs
     config = small_config()
+    write_seed_scores(config, paths, tmp_path / "seeds.csv")
     cells = write_comparison(
-        config, paths, tmp_path / "seeds.csv", tmp_path / "cmp.csv", tmp_path / "cmp.html"
+        config, tmp_path / "seeds.csv", tmp_path / "cmp.csv", tmp_path / "cmp.html"
     )
     csv = pd.read_csv(tmp_path / "cmp.csv")
     assert {
@@ -177,9 +179,7 @@ def test_paper_vs_reproduced_cells_match_hand_computed_values(runs, tmp_path):
 
 def test_seed_scores_one_row_per_seed_and_ratio(runs, tmp_path):
     _, paths = runs
-    write_comparison(
-        small_config(), paths, tmp_path / "s.csv", tmp_path / "c.csv", tmp_path / "c.html"
-    )
+    write_seed_scores(small_config(), paths, tmp_path / "s.csv")
     seeds = pd.read_csv(tmp_path / "s.csv")
     # mt: 3 seeds at 5 %, 1 at 1 %; unet_l: 2 at 5 %; unet_f: 2 seeds repeated at 1 and 5 %
     assert len(seeds) == 3 + 1 + 2 + 2 * 2
@@ -191,12 +191,11 @@ def test_result_plots_are_drawn_at_their_size(runs, tmp_path, assert_drawn):
     _, paths = runs
     config = small_config()
     config["figures"] = {"dpi": 60}
-    write_comparison(config, paths, tmp_path / "s.csv", tmp_path / "c.csv", tmp_path / "c.html")
+    write_seed_scores(config, paths, tmp_path / "s.csv")
     out = {name: tmp_path / name for name in ("d.png", "d.pdf", "p.png", "p.pdf")}
     write_result_plots(
-        config, tmp_path / "s.csv", tmp_path / "c.csv", out["d.png"], out["d.pdf"],
-        out["p.png"], out["p.pdf"],
-    )  # fmt: skip
+        config, tmp_path / "s.csv", out["d.png"], out["d.pdf"], out["p.png"], out["p.pdf"]
+    )
     dice = assert_drawn(out["d.png"])
     scatter = assert_drawn(out["p.png"])
     # one dataset panel plus the legend: (4.6 + 1.9) x 4.3 in, (4.2 + 1.8) x 4.5 in at 60 dpi
@@ -209,10 +208,11 @@ def test_result_plots_are_drawn_at_their_size(runs, tmp_path, assert_drawn):
 def test_result_plots_without_any_run_still_draw_axes(tmp_path, assert_drawn):
     config = small_config()
     config["figures"] = {"dpi": 50}
-    write_comparison(config, [], tmp_path / "s.csv", tmp_path / "c.csv", tmp_path / "c.html")
+    write_seed_scores(config, [], tmp_path / "s.csv")
+    write_comparison(config, tmp_path / "s.csv", tmp_path / "c.csv", tmp_path / "c.html")
     assert pd.read_csv(tmp_path / "c.csv").n_seeds.eq(0).all()
     out = [tmp_path / n for n in ("d.png", "d.pdf", "p.png", "p.pdf")]
-    write_result_plots(config, tmp_path / "s.csv", tmp_path / "c.csv", *out)
+    write_result_plots(config, tmp_path / "s.csv", *out)
     assert_drawn(out[0], min_colors=3)
     assert_drawn(out[2], min_colors=3)
 
@@ -262,7 +262,7 @@ def test_qualitative_falls_back_to_table_methods_and_matches_evaluation(
         assert np.array_equal(row.truth, truth[row.slice_index])
         assert row.slice_index == best_slice(truth, manifest["num_classes"])
         # the drawn prediction is the one evaluation scores, slice for slice
-        full = predict_cases(models[2], processed_acdc, [case], torch.device("cpu"))[0]
+        full = next(predict_cases(models[2], processed_acdc, [case], torch.device("cpu")))
         assert np.array_equal(row.predictions[2], full[row.slice_index])
         assert row.dice == [pytest.approx(92.0), pytest.approx(44.0), pytest.approx(60.0)]
     image = assert_drawn(png, min_colors=30)

@@ -31,6 +31,7 @@ from mona.methods.frameworks import (
 from mona.methods.glcon import FRAMEWORKS
 from mona.registry import load_methods
 from mona.report import table5
+from mona.report.compare import comparison_frame
 
 TINY = {"widths": [4, 8, 16, 32, 64], "image_size": 32, "batch_labeled": 2, "batch_unlabeled": 2}
 STAGE1 = {"view_size": 8, "proj_dim": 16, "memory_size": 3}  # crops below the slice size
@@ -273,6 +274,19 @@ def test_table5_rows_pair_each_framework_run_with_its_stage_and_the_paper(tmp_pa
     paper = set(table5.paper_numbers().framework)
     assert set(frame.method) == paper
     assert "MoCov2 (pre-training only)" in (tmp_path / "t5.md").read_text()
+
+    cells = comparison_frame(config, [table5.comparison(config, paths)])
+    moco = cells[
+        (cells.setting == "pretrain_only") & (cells.framework == "MoCov2")
+        & (cells.ratio_pct == 5) & (cells.metric == "dsc")
+    ].iloc[0]  # fmt: skip
+    assert (moco.n_seeds, moco.seed_min, moco.seed_max) == (2, 40.0, 50.0)
+    assert moco.delta == pytest.approx(45.0 - 56.2) and not bool(moco.paper_within_seeds)
+    mona = cells[
+        (cells.framework == "MONA") & (cells.ratio_pct == 5) & (cells.metric == "dsc")
+    ].iloc[0]  # GLCon with fine-tuning: seeds 80 and 90 %, paper 89.1
+    assert mona.delta == pytest.approx(85.0 - 89.1) and bool(mona.paper_within_seeds)
+    assert cells.table.eq("table5").all() and cells[cells.ratio_pct == 1].n_seeds.eq(0).all()
 
 
 def test_table5_config_problems_name_unknown_frameworks_and_datasets():

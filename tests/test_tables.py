@@ -9,15 +9,17 @@ import pandas as pd
 import pytest
 import yaml
 
+from mona.errors import DataError
 from mona.io import write_json
 from mona.report.tables import write_table
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def fake_metrics(path: Path, dataset, method, ratio, seed, dsc, asd, excluded=0):
+def fake_metrics(path: Path, dataset, method, ratio, seed, dsc, asd, excluded=0, **recorded):
     write_json(
         {
+            **recorded,
             "dataset": dataset,
             "method": method,
             "ratio": ratio,
@@ -59,3 +61,34 @@ def test_table_means_stds_and_paper_columns(tmp_path):
     assert set(csv.data) == {"synthetic"} and set(csv["empty"]) == {"strict"}
     md = (tmp_path / "t.md").read_text()
     assert "empty=strict" in md and "| acdc | 5 | MT | 80.0 ± 10.0 | 58.3 |" in md
+
+
+def test_rows_carry_the_switches_their_runs_recorded_not_the_config(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["ratios"] = [5]
+    config["tables"]["table1"] = {"datasets": ["acdc"], "methods": ["mt", "unet_l"]}
+    recorded = {
+        "protocol": {"split": "paper", "labeled": "patients", "checkpoint": "last"},
+        "evaluation": {"asd": "directed", "units": "voxel", "empty": "official"},
+        "train": {"schedule": "step"},
+        "iterations": 7,
+    }
+    paths = [
+        fake_metrics(tmp_path / f"{s}.json", "acdc", "mt", "5", s, 0.5, 1.0, **recorded)
+        for s in (0, 1)
+    ]
+    frame = write_table("table1", paths, tmp_path / "t.csv", tmp_path / "t.md", config)
+    mt = frame[frame.method_id == "mt"].iloc[0]
+    assert (mt.asd, mt.units, mt["empty"], mt.schedule, mt.iterations) == (
+        "directed", "voxel", "official", "step", 7
+    )
+    unet_l = frame[frame.method_id == "unet_l"].iloc[0]  # no runs: the config's settings
+    assert (unet_l.asd, unet_l["empty"], unet_l.schedule) == ("symmetric", "strict", "poly")
+    md = (tmp_path / "t.md").read_text()
+    assert "empty=acdc: official/strict" in md and "voxels/mm" in md
+
+    mixed = {**recorded, "evaluation": {**recorded["evaluation"], "empty": "strict"}}
+    paths.append(fake_metrics(tmp_path / "2.json", "acdc", "mt", "5", 2, 0.5, 1.0, **mixed))
+    with pytest.raises(DataError, match=r"different empty \(official, strict\)") as error:
+        write_table("table1", paths, tmp_path / "t.csv", tmp_path / "t.md", config)
+    assert "2.json" in str(error.value)

@@ -7,7 +7,8 @@ Table 2, the default point of every sweep and a `mona` entry of Table 1 are one 
 
 Tables carry mean and sample std over seeds beside the paper's numbers (as `mona.report.tables`);
 figures plot Dice and ASD against each swept value with a mean +- std band over seeds and mark
-the paper's chosen value (MONA's default).
+the value plain `mona` runs with (the paper's choice, unless the config's `methods.mona` sets
+another, as the embedded default does for sizes that must scale with its small slices).
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ from typing import Any
 
 import pandas as pd
 
-from mona.config import protocol, split_variant, variant_name
+from mona.config import split_variant, variant_name
 from mona.io import atomic_path
-from mona.report.tables import SWITCHES, collect_runs, to_markdown
+from mona.report.tables import (
+    code_versions,
+    collect_runs,
+    row_settings,
+    seed_statistics,
+    to_markdown,
+)
 
 METHOD = "mona"
 COMPONENTS = ("tailness", "consistency", "diversity")
@@ -71,10 +78,20 @@ def section(config: dict) -> dict:
     return config.get("ablations") or {}
 
 
-def method_defaults() -> dict[str, Any]:
+def paper_defaults() -> dict[str, Any]:
+    """MONA's registered hyperparameters: the paper's choices."""
     from mona.registry import get_method
 
     return dict(get_method(METHOD).defaults)
+
+
+def method_defaults(config: dict) -> dict[str, Any]:
+    """What plain `mona` runs with under `config`: the paper's choices, then `methods.mona`.
+
+    Ablation runs name only the values that differ from these, so a sweep point equal to the
+    configured value is the plain `mona` run (the one Table 1 uses).
+    """
+    return {**paper_defaults(), **((config.get("methods") or {}).get(METHOD) or {})}
 
 
 def run_name(overrides: dict[str, Any], defaults: dict[str, Any]) -> str:
@@ -94,7 +111,7 @@ def component_label(on: dict[str, bool]) -> str:
 def ablation_runs(config: dict, name: str) -> list[AblationRun]:
     """The runs an ablation table or figure aggregates, in display order."""
     spec = section(config)[name]
-    defaults = method_defaults()
+    defaults = method_defaults(config)
     runs = []
     if name == "table2":
         for row in spec["rows"]:
@@ -135,7 +152,7 @@ def config_problems(config: dict) -> list[str]:
     problems: list[str] = []
     if not section(config):
         return problems
-    defaults = method_defaults()
+    defaults = method_defaults(config)
     datasets = set(config["datasets"])
     for name, spec in section(config).items():
         names = spec.get("datasets", [spec.get("dataset")])
@@ -265,14 +282,11 @@ def summarize(config: dict, name: str, metrics_paths: list[Path]) -> pd.DataFram
     paper = paper_numbers(name)
     rows = []
     for run in ablation_runs(config, name):
-        switches = protocol(config, run.dataset)
         here = runs[
             (runs.dataset == run.dataset)
             & (runs.method_id == run.method_id)
             & (runs.run_ratio == str(run.ratio))
         ] if len(runs) else runs  # fmt: skip
-        dsc = here.dsc.dropna() if len(here) else pd.Series(dtype=float)
-        asd = here.asd.dropna() if len(here) else pd.Series(dtype=float)
         paper_dsc, paper_asd = _paper_match(paper, run)
         rows.append(
             {
@@ -281,24 +295,51 @@ def summarize(config: dict, name: str, metrics_paths: list[Path]) -> pd.DataFram
                 "method": run.label,
                 "method_id": run.method_id,
                 **dict(run.settings),
-                "dsc_mean": dsc.mean() if len(dsc) else None,
-                "dsc_std": dsc.std(ddof=1) if len(dsc) > 1 else None,
-                "asd_mean": asd.mean() if len(asd) else None,
-                "asd_std": asd.std(ddof=1) if len(asd) > 1 else None,
-                "n_seeds": len(here),
-                "asd_excluded": int(here.asd_excluded.sum()) if len(here) else 0,
+                **seed_statistics(here),
                 "paper_dsc": paper_dsc,
                 "paper_asd": paper_asd,
-                "data": "synthetic" if config["datasets"][run.dataset]["raw"] == "synthetic"
-                else "real",
-                **{s: switches[s] for s in SWITCHES},
-                "schedule": config["train"].get("schedule", "poly"),
-                "iterations": config["train"].get("iterations"),
-                "code_version": ";".join(sorted(set(here.code_version.dropna())))
-                if len(here) else "",
-            }  # fmt: skip
+                **row_settings(config, run.dataset, here),
+                "code_version": code_versions(here),
+            }
         )
     return pd.DataFrame(rows)
+
+
+# Columns that name one cell of the paper's ablation tables.
+PAPER_KEYS = {
+    "table2": ("dataset", "ratio_pct", *COMPONENTS),
+    "table3": ("dataset", "ratio_pct", "student_aug", "teacher_aug"),
+}
+
+
+def comparison(config: dict, name: str, metrics_paths: list[Path]):
+    """Table 2 or 3 against its seeds, for `results/paper_vs_reproduced.csv`."""
+    from mona.report.compare import Comparison
+
+    runs = collect_runs(metrics_paths)
+    keys = PAPER_KEYS[name]
+    rows = []
+    for run in ablation_runs(config, name):
+        here = runs[
+            (runs.dataset == run.dataset)
+            & (runs.method_id == run.method_id)
+            & (runs.run_ratio == str(run.ratio))
+        ] if len(runs) else runs  # fmt: skip
+        settings = {k: int(v) if isinstance(v, bool) else v for k, v in run.settings}
+        for seed in here.itertuples():
+            rows.append(
+                {
+                    "dataset": run.dataset,
+                    "ratio_pct": run.ratio,
+                    **settings,
+                    "method_id": run.method_id,
+                    "seed": seed.seed,
+                    "dsc": seed.dsc,
+                    "asd": seed.asd,
+                }
+            )
+    seeds = pd.DataFrame(rows, columns=[*keys, "method_id", "seed", "dsc", "asd"])
+    return Comparison(name, paper_numbers(name), seeds, keys)
 
 
 def _write(path: Path, text: str) -> None:
@@ -324,10 +365,10 @@ def write_table(
 
 def draw_sweeps(name: str, frame: pd.DataFrame, config: dict):
     """One panel per swept parameter: Dice (left axis) and ASD (right) against its values,
-    mean +- std over seeds as a band, the paper's chosen value as a dotted line."""
+    mean +- std over seeds as a band, the configured default (paper's choice) dotted."""
     from matplotlib.figure import Figure
 
-    defaults = method_defaults()
+    defaults, paper = method_defaults(config), paper_defaults()
     parameters = list(section(config)[name]["sweeps"])
     figure = Figure(figsize=(4.2 * len(parameters), 3.4), layout="constrained")
     axes = figure.subplots(1, len(parameters), squeeze=False)[0]
@@ -352,7 +393,10 @@ def draw_sweeps(name: str, frame: pd.DataFrame, config: dict):
         chosen = [i for i, v in enumerate(part.value) if v == defaults[parameter]]
         for i in chosen:
             ax.axvline(i, color="0.4", linestyle=":", linewidth=1.2)
-        ax.set_title(f"paper's choice: {defaults[parameter]}", fontsize=9)
+        chosen_text = f"default: {defaults[parameter]}"
+        if defaults[parameter] != paper[parameter]:
+            chosen_text += f" (paper: {paper[parameter]})"
+        ax.set_title(chosen_text, fontsize=9)
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     # one legend under the panels: inside an axis it hides points at either end of a sweep
     figure.legend(handles=handles, fontsize=8, loc="outside lower center", ncols=2)

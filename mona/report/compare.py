@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,13 @@ import pandas as pd
 
 from mona.config import PROTOCOL_DEFAULTS, protocol, split_variant
 from mona.io import atomic_path, read_json
-from mona.report.tables import PAPER_FILES, SWITCHES, collect_runs, paper_numbers
+from mona.report.tables import (
+    PAPER_FILES,
+    SWITCHES,
+    collect_runs,
+    paper_numbers,
+    settings_line,
+)
 
 # Paper metric column -> reproduced column; ASD's unit follows the `units` switch.
 PAPER_METRICS = {"dsc": "dsc", "asd": "asd_mm"}
@@ -170,11 +176,10 @@ def compare_cells(paper: pd.DataFrame, seeds: pd.DataFrame, keys: Iterable[str])
 
 @dataclass(frozen=True)
 class Comparison:
-    """One paper table against its reproduced seeds, matched on `keys`.
+    """One paper table against its reproduced seeds (one row per seed), matched on `keys`.
 
-    Tables 1 and 4 come from the configured tables (`paper_vs_reproduced`); another table
-    (Table 5's frameworks, keyed by setting and framework) is one more `Comparison` whose seeds
-    carry its key columns.
+    Tables 1 and 4 come from the configured tables (`table_comparisons`); Tables 2, 3 and 5
+    from their own modules (keyed by components, views, or setting and framework).
     """
 
     table: str
@@ -202,21 +207,23 @@ def comparison_frame(config: dict, comparisons: Sequence[Comparison]) -> pd.Data
             cells.loc[(cells.dataset == dataset) & (cells.metric == "asd"), "unit"] = units
         extra = pd.DataFrame([switch_columns(config, d) for d in cells.dataset], index=cells.index)
         frames.append(pd.concat([cells.assign(table=comparison.table), extra], axis=1))
+    keys = list(dict.fromkeys(k for comparison in comparisons for k in comparison.keys))
     if not frames:
-        return pd.DataFrame(columns=["table", *PAPER_KEYS["table1"], *COMPARE_COLUMNS])
+        return pd.DataFrame(columns=["table", *(keys or PAPER_KEYS["table1"]), *COMPARE_COLUMNS])
     frame = pd.concat(frames, ignore_index=True)
-    return frame[["table", *[c for c in frame.columns if c != "table"]]]
+    first = ["table", *keys, *COMPARE_COLUMNS]
+    return frame[[*first, *(c for c in frame.columns if c not in first)]]
 
 
-def paper_vs_reproduced(config: dict, seeds: pd.DataFrame) -> pd.DataFrame:
-    """Every cell of every configured table the paper reports, with the switches in force.
+def table_comparisons(config: dict, seeds: pd.DataFrame) -> list[Comparison]:
+    """Tables 1 and 4 (the configured `tables`) against their seeds.
 
     Cells of methods or datasets this config does not run stay in, with `n_seeds` 0, so the
     file also says what is left to reproduce. Variant runs (`name~key=value`) are never
     matched to a paper cell: the paper reports each method under its own settings only.
     """
-    plain = seeds[~seeds.method_id.str.contains("~", regex=False)]
-    comparisons = [
+    plain = seeds[~seeds.method_id.astype(str).str.contains("~", regex=False)]
+    return [
         Comparison(
             table,
             paper_numbers(table),
@@ -226,7 +233,29 @@ def paper_vs_reproduced(config: dict, seeds: pd.DataFrame) -> pd.DataFrame:
         for table in config["tables"]
         if table in PAPER_FILES
     ]
-    return comparison_frame(config, comparisons)
+
+
+def paper_vs_reproduced(config: dict, seeds: pd.DataFrame) -> pd.DataFrame:
+    """Every cell of every configured table (1, 4) the paper reports, switches in force."""
+    return comparison_frame(config, table_comparisons(config, seeds))
+
+
+def extra_comparisons(
+    config: dict, extra: Mapping[str, Sequence[Path]] | None
+) -> list[Comparison]:
+    """Tables 2 and 3 (MONA's ablations) and 5 (frameworks), from their runs' metrics files."""
+    from mona.report import ablations, table5
+
+    comparisons = []
+    for name, paths in (extra or {}).items():
+        paths = [Path(p) for p in paths]
+        if name in ablations.PAPER_FILES:
+            comparisons.append(ablations.comparison(config, name, paths))
+        elif name == "table5":
+            comparisons.append(table5.comparison(config, paths))
+        else:
+            raise ValueError(f"no paper comparison for {name!r}")
+    return comparisons
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -247,6 +276,8 @@ def write_text(text: str, path: Path) -> None:
 
 
 BENCHMARK_SUFFIX = ".benchmark.tsv"
+# `{stage}.{kind}.benchmark.tsv` -> the rule that wrote it
+STAGE_RULES = {"train": "train", "evaluate": "evaluate_stage", "share": "share_pretrain"}
 
 
 def _benchmark(path: Path) -> dict:
@@ -276,9 +307,9 @@ def _benchmark_files(run_dir: Path) -> dict[Path, tuple[str, str, str]]:
             parts = path.name.removesuffix(BENCHMARK_SUFFIX).split(".")
             if parts == ["evaluate"]:
                 found[path] = ("evaluate", "", seeds)
-            elif len(parts) == 2:
+            elif len(parts) == 2 and parts[1] in STAGE_RULES:
                 stage, rule = parts
-                found[path] = (rule if rule == "train" else f"{rule}_stage", stage, seeds)
+                found[path] = (STAGE_RULES[rule], stage, seeds)
     return found
 
 
@@ -401,23 +432,27 @@ def _numeric(column: pd.Series) -> pd.Series:
     return pd.to_numeric(column, errors="coerce")
 
 
-def _protocol_line(first: pd.Series) -> str:
-    switches = ", ".join(f"{s}={first[s]}" for s in (*SWITCHES, "schedule", "iterations"))
-    return f"Data: {first['data']}. Protocol: {switches}."
+def _protocol_line(frame: pd.DataFrame) -> str:
+    data = ", ".join(sorted(set(frame.data.dropna().astype(str)) - {""}))
+    return f"Data: {data}. {settings_line(frame)}"
 
 
 def table_html(table: str, frame: pd.DataFrame) -> str:
     """A results table (`results/{table}.csv`) as the paper lays it out, paper values beside."""
     if not len(frame):
         return html_page(table, [("", _note("No rows."))])
-    units = "mm" if frame.iloc[0]["units"] == "mm" else "voxels"
+    units = "/".join("mm" if u == "mm" else "voxels" for u in dict.fromkeys(frame["units"]))
     rows = list(frame.itertuples())
+    methods = frame.method
+    if "setting" in frame:  # Table 5: each framework twice, pre-training only and fine-tuned
+        pairs = zip(methods, frame.setting, strict=True)
+        methods = [f"{m} ({s.replace('_', ' ')})" for m, s in pairs]
     delta = _numeric(frame.dsc_mean) - _numeric(frame.paper_dsc)
     shown = pd.DataFrame(
         {
             "dataset": frame.dataset,
             "labeled %": frame.ratio_pct,
-            "method": frame.method,
+            "method": methods,
             "DSC %": [_mean_std(r.dsc_mean, r.dsc_std, 1) for r in rows],
             "paper DSC": [_number(v, 1) for v in frame.paper_dsc],
             "Δ DSC": [_number(v, 1, True) for v in delta],
@@ -427,7 +462,7 @@ def table_html(table: str, frame: pd.DataFrame) -> str:
             "ASD excluded": frame.asd_excluded,
         }
     )
-    notes = _note(_protocol_line(frame.iloc[0])) + _note(
+    notes = _note(_protocol_line(frame)) + _note(
         "Mean ± sample standard deviation over seeds. Δ = reproduced - paper. 'ASD excluded' "
         "counts class-level distances the empty-mask policy left out."
     )
@@ -444,12 +479,19 @@ def compare_html(cells: pd.DataFrame) -> str:
         f"{len(run)} of {len(cells)} paper cells have reproduced seeds; the paper's value lies "
         f"within the seeds' [min, max] for {int(run.paper_within_seeds.sum())} of them. Mean "
         f"|Δ DSC| over reproduced cells: {_number(dsc.delta.abs().mean(), 1)} points."
-    ) + _note(_protocol_line(cells.iloc[0]))
-    keys = list(cells.columns[: cells.columns.get_loc("metric")])
-    shown = run[[*keys, *(c for c in COMPARE_COLUMNS if c != "method_id")]]
-    return html_page(
-        "Paper vs reproduced", [("", summary), ("Cells with reproduced seeds", _frame_html(shown))]
-    )
+    ) + _note(_protocol_line(cells))
+    sections = [("", summary)]
+    for table, part in run.groupby("table", sort=False):
+        keys = [
+            c
+            for c in cells.columns[1 : cells.columns.get_loc("metric")]
+            if part[c].notna().any()
+        ]
+        shown = part[[*keys, *(c for c in COMPARE_COLUMNS if c != "method_id")]]
+        if not {"method"} & set(keys):
+            shown = shown.assign(run=part.method_id)
+        sections.append((f"{table}: cells with reproduced seeds", _frame_html(shown)))
+    return html_page("Paper vs reproduced", sections)
 
 
 def protocol_html(config: dict, runs: pd.DataFrame) -> str:
@@ -532,13 +574,31 @@ def runtimes_html(jobs: pd.DataFrame) -> str:
 # ---------------------------------------------------------------- entry points of the rules
 
 
-def write_comparison(
-    config: dict, metrics_paths: Sequence[Path], seeds_csv: Path, compare_csv: Path, page: Path
-) -> pd.DataFrame:
-    """Per-seed scores, paper-vs-reproduced cells (CSV) and their page."""
+def write_seed_scores(config: dict, metrics_paths: Sequence[Path], seeds_csv: Path) -> pd.DataFrame:
+    """Per-seed scores of the configured tables (what the result plots draw)."""
     seeds = seed_scores(config, metrics_paths)
-    cells = paper_vs_reproduced(config, seeds)
     write_csv(seeds, seeds_csv)
+    return seeds
+
+
+def read_seed_scores(seeds_csv: Path) -> pd.DataFrame:
+    return pd.read_csv(seeds_csv, dtype={"method_id": str, "method": str, "dataset": str})
+
+
+def write_comparison(
+    config: dict,
+    seeds_csv: Path,
+    compare_csv: Path,
+    page: Path,
+    extra: Mapping[str, Sequence[Path]] | None = None,
+) -> pd.DataFrame:
+    """Paper-vs-reproduced cells of every table the paper reports (CSV) and their page.
+
+    `extra` maps `table2`, `table3` and `table5` to their runs' metrics files.
+    """
+    seeds = read_seed_scores(seeds_csv)
+    comparisons = [*table_comparisons(config, seeds), *extra_comparisons(config, extra)]
+    cells = comparison_frame(config, comparisons)
     write_csv(cells, compare_csv)
     write_text(compare_html(cells), page)
     return cells

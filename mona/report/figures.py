@@ -6,8 +6,9 @@ figure is redrawn from existing runs without training. Only methods some configu
 on the dataset can be drawn; requested methods without runs are named on the figure and the
 table's methods drawn instead, so a figure never silently shows something else.
 
-Result plots read the CSV files of `mona.report.compare`: Dice against labeled ratio (seeds
-as error bars, the paper dotted beside), and paper against reproduced Dice.
+Result plots read the per-seed scores of Tables 1 and 4 (`results/seed_scores.csv`, from
+`mona.report.compare`): Dice against labeled ratio (seeds as error bars, the paper dotted
+beside), and paper against reproduced Dice.
 
 Every figure is written as PNG and PDF with the non-interactive Agg backend; no pyplot state is
 used, so figures can be drawn from any thread or process.
@@ -664,17 +665,16 @@ def plot_paper_vs_reproduced(config: dict, cells: pd.DataFrame) -> Figure:
 def write_result_plots(
     config: dict,
     seeds_csv: Path,
-    compare_csv: Path,
     dice_png: Path | None = None,
     dice_pdf: Path | None = None,
     scatter_png: Path | None = None,
     scatter_pdf: Path | None = None,
 ) -> None:
-    """Draw whichever result plots have targets, from the CSV files of `mona.report.compare`."""
-    import pandas as pd
+    """Draw whichever result plots have targets, from the per-seed scores of Tables 1 and 4."""
+    from mona.report.compare import paper_vs_reproduced, read_seed_scores
 
-    seeds = pd.read_csv(seeds_csv)
-    cells = pd.read_csv(compare_csv)
+    seeds = read_seed_scores(seeds_csv)
+    cells = paper_vs_reproduced(config, seeds)
     dpi = figures_section(config).get("dpi", DEFAULT_DPI)
     if dice_png is not None:
         save_figure(plot_dice_vs_ratio(config, seeds, cells), dice_png, dice_pdf, dpi)

@@ -20,10 +20,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from mona.config import protocol
+from mona.errors import DataError
 from mona.report.ablations import method_defaults, run_name
-from mona.report.compare import write_text
-from mona.report.tables import SWITCHES, collect_runs, to_markdown
+from mona.report.compare import Comparison, write_text
+from mona.report.tables import (
+    code_versions,
+    collect_runs,
+    row_settings,
+    seed_statistics,
+    to_markdown,
+)
 
 PAPER_FILE = "table5_acdc_cl_frameworks.csv"
 SETTINGS = {"pretrain_only": "pre-training only", "with_finetune": "with MONA's fine-tuning"}
@@ -63,7 +69,7 @@ def rows(config: dict) -> list[Table5Row]:
     if not spec:
         return []
     mona = get_method("mona")
-    defaults = method_defaults()
+    defaults = method_defaults(config)
     table = []
     for setting in SETTINGS:
         for ratio in config["ratios"]:
@@ -154,15 +160,12 @@ def summarize(config: dict, metrics_paths: list[Path]) -> pd.DataFrame:
     table = []
     for row in rows(config):
         here = _matching(runs, row)
-        dsc = here.dsc.dropna() if len(here) else pd.Series(dtype=float)
-        asd = here.asd.dropna() if len(here) else pd.Series(dtype=float)
         reported = paper[
             (paper.dataset == row.dataset)
             & (paper.setting == row.setting)
             & (paper.framework == row.label)
             & (paper.ratio_pct == row.ratio)
         ]
-        switches = protocol(config, row.dataset)
         table.append(
             {
                 "dataset": row.dataset,
@@ -171,30 +174,46 @@ def summarize(config: dict, metrics_paths: list[Path]) -> pd.DataFrame:
                 "method": row.label,
                 "method_id": row.method_id,
                 "pretrain_framework": row.framework,
-                "dsc_mean": dsc.mean() if len(dsc) else None,
-                "dsc_std": dsc.std(ddof=1) if len(dsc) > 1 else None,
-                "asd_mean": asd.mean() if len(asd) else None,
-                "asd_std": asd.std(ddof=1) if len(asd) > 1 else None,
-                "n_seeds": len(here),
-                "asd_excluded": int(here.asd_excluded.sum()) if len(here) else 0,
+                **seed_statistics(here),
                 "paper_dsc": reported.dsc.iloc[0] if len(reported) else None,
                 "paper_asd": reported.asd_mm.iloc[0] if len(reported) else None,
-                "data": "synthetic" if config["datasets"][row.dataset]["raw"] == "synthetic"
-                else "real",
-                **{s: switches[s] for s in SWITCHES},
-                "schedule": config["train"].get("schedule", "poly"),
-                "iterations": config["train"].get("iterations"),
-                "code_version": ";".join(sorted(set(here.code_version.dropna())))
-                if len(here) else "",
-            }  # fmt: skip
+                **row_settings(config, row.dataset, here),
+                "code_version": code_versions(here),
+            }
         )
     return pd.DataFrame(table)
+
+
+def comparison(config: dict, metrics_paths: list[Path]) -> Comparison:
+    """Table 5 against its seeds, for `results/paper_vs_reproduced.csv`."""
+    runs = seed_frame(metrics_paths)
+    keys = ("dataset", "setting", "framework", "ratio_pct")
+    seeds = pd.DataFrame(
+        [
+            {
+                "dataset": row.dataset,
+                "setting": row.setting,
+                "framework": row.label,
+                "ratio_pct": row.ratio,
+                "method_id": row.method_id,
+                "seed": seed.seed,
+                "dsc": seed.dsc,
+                "asd": seed.asd,
+            }
+            for row in rows(config)
+            for seed in _matching(runs, row).itertuples()
+        ],
+        columns=[*keys, "method_id", "seed", "dsc", "asd"],
+    )
+    return Comparison("table5", paper_numbers(), seeds, keys)
 
 
 def write_table(
     config: dict, metrics_paths: list[Path], csv_path: Path, md_path: Path
 ) -> pd.DataFrame:
     """`results/table5.csv` and `.md` (one table, the setting named beside each framework)."""
+    if not section(config):
+        raise DataError(["results/table5.csv needs a `table5` section in the config"])
     frame = summarize(config, metrics_paths)
     labels = [f"{m} ({SETTINGS[s]})" for m, s in zip(frame.method, frame.setting, strict=True)]
     shown = frame.assign(method=labels)

@@ -1,9 +1,13 @@
 """Aggregate per-run metrics into the paper's tables, with the paper's numbers beside them.
 
-One row per dataset x labeled ratio x method: DSC (%) and ASD as mean and sample standard
-deviation (ddof = 1) over seeds, the number of seeds, how many class-level distances the empty-mask
-policy excluded, the paper's values, whether the data were synthetic, and the protocol switches
-in force (the same on every row, so a row copied elsewhere keeps them).
+One row per dataset x labeled ratio x method: DSC (%) and ASD as mean, sample standard
+deviation (ddof = 1) and range over seeds, the number of seeds, how many class-level distances
+the empty-mask policy excluded, the paper's values, whether the data were synthetic, and the
+protocol switches in force (on every row, so a row copied elsewhere keeps them).
+
+The switches, schedule and iterations of a row are the ones its runs recorded (a table never
+labels old numbers with a newer config's policy); the config's only where no run exists yet.
+Seeds recorded under different switches are never averaged into one row.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from pathlib import Path
 import pandas as pd
 
 from mona.config import protocol, split_variant
+from mona.errors import DataError
 from mona.io import atomic_path, read_json
 
 PAPER_FILES = {"table1": "table1_acdc_lits.csv", "table4": "table4_mmwhs.csv"}
 SWITCHES = ("split", "labeled", "checkpoint", "asd", "units", "empty")
+# What a row says about how its numbers were made, besides the switches.
+SCHEDULE = ("schedule", "iterations")
 
 
 def paper_numbers(table: str) -> pd.DataFrame:
@@ -28,6 +35,21 @@ def paper_numbers(table: str) -> pd.DataFrame:
         return pd.DataFrame(columns=["dataset", "method", "ratio_pct", "dsc", "asd_mm"])
     with resources.files("mona.report").joinpath("paper", name).open() as handle:
         return pd.read_csv(handle)
+
+
+def recorded_settings(metrics: dict) -> dict:
+    """Switches and schedule a metrics file records (None where it records nothing).
+
+    Training-time switches come from the run's `protocol`, evaluation-time ones from its
+    `evaluation` block, which wins where both name one (`checkpoint`).
+    """
+    switches = {**metrics.get("protocol", {}), **metrics.get("evaluation", {})}
+    train = metrics.get("train", {})
+    return {
+        **{s: switches.get(s) for s in SWITCHES},
+        "schedule": train.get("schedule"),
+        "iterations": metrics.get("iterations"),
+    }
 
 
 def collect_runs(metrics_paths: list[Path]) -> pd.DataFrame:
@@ -46,9 +68,59 @@ def collect_runs(metrics_paths: list[Path]) -> pd.DataFrame:
                 "asd_excluded": summary.get("asd_excluded", 0),
                 "code_version": metrics.get("code_version"),
                 "device": metrics.get("device"),
+                **{f"recorded_{k}": v for k, v in recorded_settings(metrics).items()},
+                "path": str(path),
             }
         )
     return pd.DataFrame(rows)
+
+
+def row_settings(config: dict, dataset: str, runs: pd.DataFrame) -> dict:
+    """Data origin, switches and schedule of one table row: what its runs recorded.
+
+    A setting no run recorded falls back to the config's; runs that recorded different values
+    raise, naming the files.
+    """
+    train = config.get("train", {})
+    configured = {
+        **{s: protocol(config, dataset)[s] for s in SWITCHES},
+        "schedule": train.get("schedule", "poly"),
+        "iterations": train.get("iterations"),
+    }
+    synthetic = config["datasets"][dataset]["raw"] == "synthetic"
+    settings = {"data": "synthetic" if synthetic else "real"}
+    for key, fallback in configured.items():
+        column = f"recorded_{key}"
+        values = runs[column].dropna().unique() if column in runs else []
+        if len(values) > 1:
+            files = ", ".join(sorted(runs.path))
+            raise DataError(
+                [f"{files}: seeds of one table row were made under different {key} "
+                 f"({', '.join(map(str, sorted(values, key=str)))}); rerun them under one"]
+            )  # fmt: skip
+        if not len(values):
+            settings[key] = fallback
+        else:
+            settings[key] = values[0].item() if hasattr(values[0], "item") else values[0]
+    return settings
+
+
+def seed_statistics(runs: pd.DataFrame) -> dict:
+    """DSC and ASD over a row's seeds: mean, sample std, min and max; seeds; exclusions."""
+    stats: dict = {}
+    for metric in ("dsc", "asd"):
+        values = runs[metric].dropna().astype(float) if len(runs) else pd.Series(dtype=float)
+        stats[f"{metric}_mean"] = values.mean() if len(values) else None
+        stats[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else None
+        stats[f"{metric}_min"] = values.min() if len(values) else None
+        stats[f"{metric}_max"] = values.max() if len(values) else None
+    stats["n_seeds"] = len(runs)
+    stats["asd_excluded"] = int(runs.asd_excluded.sum()) if len(runs) else 0
+    return stats
+
+
+def code_versions(runs: pd.DataFrame) -> str:
+    return ";".join(sorted(set(runs.code_version.dropna()))) if len(runs) else ""
 
 
 def build_table(table: str, metrics_paths: list[Path], config: dict) -> pd.DataFrame:
@@ -60,8 +132,6 @@ def build_table(table: str, metrics_paths: list[Path], config: dict) -> pd.DataF
     spec = config["tables"][table]
     rows = []
     for dataset in spec["datasets"]:
-        switches = protocol(config, dataset)
-        synthetic = config["datasets"][dataset]["raw"] == "synthetic"
         for ratio in config["ratios"]:
             for method_id in spec["methods"]:
                 cls = methods[split_variant(method_id)[0]]
@@ -70,35 +140,42 @@ def build_table(table: str, metrics_paths: list[Path], config: dict) -> pd.DataF
                     (runs.dataset == dataset)
                     & (runs.method_id == method_id)
                     & (runs.run_ratio == run_ratio)
-                ]
+                ] if len(runs) else runs  # fmt: skip
                 reported = paper[
                     (paper.dataset == dataset)
                     & (paper.method == cls.display_name)
                     & (paper.ratio_pct == ratio)
                 ]
-                dsc, asd = runs_here.dsc.dropna(), runs_here.asd.dropna()
                 rows.append(
                     {
                         "dataset": dataset,
                         "ratio_pct": ratio,
                         "method": cls.display_name or method_id,
                         "method_id": method_id,
-                        "dsc_mean": dsc.mean() if len(dsc) else None,
-                        "dsc_std": dsc.std(ddof=1) if len(dsc) > 1 else None,
-                        "asd_mean": asd.mean() if len(asd) else None,
-                        "asd_std": asd.std(ddof=1) if len(asd) > 1 else None,
-                        "n_seeds": len(runs_here),
-                        "asd_excluded": int(runs_here.asd_excluded.sum()),
+                        **seed_statistics(runs_here),
                         "paper_dsc": reported.dsc.iloc[0] if len(reported) else None,
                         "paper_asd": reported.asd_mm.iloc[0] if len(reported) else None,
-                        "data": "synthetic" if synthetic else "real",
-                        **{s: switches[s] for s in SWITCHES},
-                        "schedule": config["train"].get("schedule", "poly"),
-                        "iterations": config["train"].get("iterations"),
-                        "code_version": ";".join(sorted(set(runs_here.code_version.dropna()))),
+                        **row_settings(config, dataset, runs_here),
+                        "code_version": code_versions(runs_here),
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def settings_line(frame: pd.DataFrame) -> str:
+    """'Protocol: split=paper, ...' for a table; a setting that differs between rows (one
+    dataset's own split, say) is listed per dataset."""
+    parts = []
+    for key in (*SWITCHES, *SCHEDULE):
+        values = dict.fromkeys(frame[key])
+        if len(values) == 1:
+            parts.append(f"{key}={next(iter(values))}")
+        else:
+            per = frame.groupby("dataset", sort=False)[key].agg(
+                lambda v: "/".join(map(str, dict.fromkeys(v)))
+            )
+            parts.append(f"{key}=" + ", ".join(f"{d}: {v}" for d, v in per.items()))
+    return "Protocol: " + "; ".join(parts) + "."
 
 
 def to_markdown(table: str, frame: pd.DataFrame) -> str:
@@ -113,14 +190,14 @@ def to_markdown(table: str, frame: pd.DataFrame) -> str:
         return "-" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
     lines = [f"# {table}", ""]
-    first = frame.iloc[0] if len(frame) else None
-    if first is not None:
-        switches = ", ".join(f"{s}={first[s]}" for s in (*SWITCHES, "schedule", "iterations"))
+    if len(frame):
+        units = "/".join(
+            "mm" if u == "mm" else "voxels" for u in dict.fromkeys(frame["units"])
+        )
         lines += [
-            f"Data: {', '.join(sorted(set(frame.data)))}. Protocol: {switches}.",
-            "Mean ± sample std over seeds; DSC in %, ASD in "
-            f"{'mm' if first['units'] == 'mm' else 'voxels'}. `asd excl.` counts class-level "
-            "distances left out by the empty-mask policy.",
+            f"Data: {', '.join(sorted(set(frame.data)))}. {settings_line(frame)}",
+            f"Mean ± sample std over seeds; DSC in %, ASD in {units}. `asd excl.` counts "
+            "class-level distances left out by the empty-mask policy.",
             "",
         ]
     lines += [

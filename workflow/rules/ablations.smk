@@ -4,12 +4,6 @@
 # another only in fine-tuning settings (MONA's `finetune_only` keys) copies that run's
 # pre-training instead of repeating it: stage 1 never reads those keys, so the copy holds the
 # same weights a repeated run would (same seed, same stage-1 settings).
-import sys
-from types import SimpleNamespace
-
-import mona.report.ablations as ablation
-
-
 _ablation_problems = ablation.config_problems(config)
 if _ablation_problems:
     sys.exit("error: problems in the config:\n" + "\n".join(f"  - {m}" for m in _ablation_problems))
@@ -33,6 +27,8 @@ rule share_pretrain:
         method=ablation.shared_pretrain_regex(METHODS),
     log:
         "runs/{dataset}/{method}/r{ratio}/pretrain.share.log",
+    benchmark:
+        "runs/{dataset}/{method}/r{ratio}/pretrain.share.benchmark.tsv"
     run:
         ablation.share_pretrain(list(input), list(output), log[0])
 
@@ -58,7 +54,12 @@ rule ablation_figure:
     input:
         lambda w: ablation.metrics_paths(config, w.ablation_figure, RUN, run_ratio),
     output:
-        png="results/figures/{ablation_figure}.png",
+        png=report(
+            "results/figures/{ablation_figure}.png",
+            caption="../report/ablation_figure.rst",
+            category="Figures",
+            subcategory="Ablations",
+        ),
         pdf="results/figures/{ablation_figure}.pdf",
         csv="results/figures/{ablation_figure}.csv",
     wildcard_constraints:

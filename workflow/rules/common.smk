@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from snakemake.utils import validate
 
-from mona.config import check_config, split_variant
+from mona.config import check_config, split_variant, step_settings
 from mona.errors import DataError
 from mona.registry import load_methods
 
@@ -110,6 +110,8 @@ def table_metrics(wildcards):
 
 # Figures and report pages (workflow/rules/figures.smk) ----------------------------------
 
+import mona.report.ablations as ablation
+import mona.report.table5 as table5
 from mona.report.compare import dataset_label
 from mona.report.figures import display_names, figure_config_problems, qualitative_plans
 
@@ -138,6 +140,31 @@ def all_table_metrics(wildcards=None):
     return sorted(
         {path for table in config["tables"] for path in table_metrics(SimpleNamespace(table=table))}
     )
+
+
+def comparison_inputs(wildcards=None):
+    """Per-seed scores of Tables 1 and 4, and the metrics of Tables 2, 3 and 5 (if configured)."""
+    inputs = {"seeds": "results/seed_scores.csv"}
+    for name in ablation.TABLES:
+        if name not in ablation.section(config):
+            continue
+        inputs[name] = ablation.metrics_paths(config, name, RUN, run_ratio)
+    if table5.section(config):
+        inputs["table5"] = table5.metrics_paths(config, RUN, run_ratio)
+    return inputs
+
+
+def all_run_metrics(wildcards=None):
+    """Final metrics.json of every run any table or figure of the config aggregates."""
+    paths = set(all_table_metrics())
+    for name in ablation.section(config):
+        paths.update(ablation.metrics_paths(config, name, RUN, run_ratio))
+    if table5.section(config):
+        paths.update(
+            p for p in table5.metrics_paths(config, RUN, run_ratio)
+            if Path(p).parent.name.startswith("s")
+        )  # fmt: skip
+    return sorted(paths)
 
 
 def qualitative_runs(wildcards):

@@ -1,6 +1,8 @@
 rule synthesize:
     output:
         directory("data/raw/synthetic/{dataset}"),
+    params:
+        settings=lambda w: step_settings(config, "synthesize", w.dataset),
     log:
         "logs/synthesize/{dataset}.log",
     conda:
@@ -14,6 +16,8 @@ rule preprocess:
         raw_input,
     output:
         "data/processed/{dataset}/manifest.json",
+    params:
+        settings=lambda w: step_settings(config, "preprocess", w.dataset),
     log:
         "logs/preprocess/{dataset}.log",
     conda:
@@ -27,6 +31,8 @@ rule split:
         "data/processed/{dataset}/manifest.json",
     output:
         "data/splits/{dataset}/split.json",
+    params:
+        settings=lambda w: step_settings(config, "split", w.dataset),
     log:
         "logs/split/{dataset}.log",
     conda:

@@ -1,11 +1,30 @@
 # Figures and the pages of `snakemake --report results/report.html`. Every input here is a run
 # the tables already need (model.pt, metrics.json) or a file made from them, so a figure is
 # redrawn from existing runs and never trains anything new.
-rule compare_with_paper:
+RESULT_TABLES = [
+    *config["tables"],
+    *ABLATION_TABLES,
+    *(["table5"] if table5.section(config) else []),
+]
+
+
+rule seed_scores:
     input:
         all_table_metrics,
     output:
-        seeds="results/seed_scores.csv",
+        "results/seed_scores.csv",
+    log:
+        "logs/report/seed_scores.log",
+    run:
+        from mona.report.compare import write_seed_scores
+
+        logged(log, write_seed_scores, config, list(input), output[0])
+
+
+rule compare_with_paper:
+    input:
+        unpack(comparison_inputs),
+    output:
         csv=report(
             "results/paper_vs_reproduced.csv",
             caption="../report/paper_vs_reproduced_csv.rst",
@@ -21,25 +40,28 @@ rule compare_with_paper:
     run:
         from mona.report.compare import write_comparison
 
-        logged(log, write_comparison, config, list(input), output.seeds, output.csv, output.html)
+        extra = {name: list(input[name]) for name in input.keys() if name != "seeds"}
+        logged(log, write_comparison, config, input.seeds, output.csv, output.html, extra)
 
 
 rule table_page:
     input:
-        "results/{table}.csv",
+        "results/{page}.csv",
     output:
-        report("results/report/{table}.html", caption="../report/table.rst", category="Tables"),
+        report("results/report/{page}.html", caption="../report/table.rst", category="Tables"),
+    wildcard_constraints:
+        page="|".join(map(re.escape, RESULT_TABLES)),
     log:
-        "logs/report/{table}_page.log",
+        "logs/report/{page}_page.log",
     run:
         from mona.report.compare import write_table_page
 
-        logged(log, write_table_page, wildcards.table, input[0], output[0])
+        logged(log, write_table_page, wildcards.page, input[0], output[0])
 
 
 rule provenance:
     input:
-        all_table_metrics,
+        all_run_metrics,
     output:
         csv=report("results/runs.csv", caption="../report/runs_csv.rst", category="Data files"),
         runs=report(
@@ -75,7 +97,6 @@ rule provenance:
 rule dice_vs_ratio:
     input:
         seeds="results/seed_scores.csv",
-        compare="results/paper_vs_reproduced.csv",
     output:
         png=report(
             "results/figures/dice_vs_ratio.png",
@@ -94,7 +115,6 @@ rule dice_vs_ratio:
             write_result_plots,
             config,
             input.seeds,
-            input.compare,
             dice_png=output.png,
             dice_pdf=output.pdf,
         )
@@ -103,7 +123,6 @@ rule dice_vs_ratio:
 rule paper_vs_reproduced_plot:
     input:
         seeds="results/seed_scores.csv",
-        compare="results/paper_vs_reproduced.csv",
     output:
         png=report(
             "results/figures/paper_vs_reproduced.png",
@@ -122,7 +141,6 @@ rule paper_vs_reproduced_plot:
             write_result_plots,
             config,
             input.seeds,
-            input.compare,
             scatter_png=output.png,
             scatter_pdf=output.pdf,
         )
@@ -167,9 +185,14 @@ FIGURE_TARGETS = [
         for ext in ("png", "pdf")
     ),
 ]
+ABLATION_FIGURE_TARGETS = [
+    f"results/figures/{name}.{ext}" for name in ABLATION_FIGURES for ext in ("png", "pdf", "csv")
+]
 REPORT_TARGETS = [
     *FIGURE_TARGETS,
-    *(f"results/report/{table}.html" for table in config["tables"]),
+    *ABLATION_FIGURE_TARGETS,
+    *(f"results/{table}.{ext}" for table in RESULT_TABLES for ext in ("csv", "md")),
+    *(f"results/report/{table}.html" for table in RESULT_TABLES),
     "results/report/paper_vs_reproduced.html",
     "results/report/runs.html",
 ]

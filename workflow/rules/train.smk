@@ -9,6 +9,7 @@ rule train:
         seed_paths("{stage}/model.pt"),
     params:
         seeds=config["seeds"],
+        settings=lambda w: step_settings(config, "train", w.dataset, w.method, w.stage),
     log:
         "runs/{dataset}/{method}/r{ratio}/{stage}.train.log",
     benchmark:
@@ -29,6 +30,8 @@ rule evaluate:
         split="data/splits/{dataset}/split.json",
     output:
         seed_paths("metrics.json"),
+    params:
+        settings=lambda w: step_settings(config, "evaluate", w.dataset),
     log:
         "runs/{dataset}/{method}/r{ratio}/evaluate.log",
     benchmark:
@@ -48,8 +51,12 @@ rule evaluate_stage:
         split="data/splits/{dataset}/split.json",
     output:
         seed_paths("{stage}/metrics.json"),
+    params:
+        settings=lambda w: step_settings(config, "evaluate", w.dataset),
     log:
         "runs/{dataset}/{method}/r{ratio}/{stage}.evaluate.log",
+    benchmark:
+        "runs/{dataset}/{method}/r{ratio}/{stage}.evaluate.benchmark.tsv"
     threads: 1
     conda:
         "../envs/mona.yaml"
