@@ -30,6 +30,7 @@ from mona.report.tables import (
     code_versions,
     collect_runs,
     row_settings,
+    runs_of,
     seed_statistics,
     to_markdown,
 )
@@ -282,11 +283,7 @@ def summarize(config: dict, name: str, metrics_paths: list[Path]) -> pd.DataFram
     paper = paper_numbers(name)
     rows = []
     for run in ablation_runs(config, name):
-        here = runs[
-            (runs.dataset == run.dataset)
-            & (runs.method_id == run.method_id)
-            & (runs.run_ratio == str(run.ratio))
-        ] if len(runs) else runs  # fmt: skip
+        here = runs_of(runs, run.dataset, run.method_id, str(run.ratio))
         paper_dsc, paper_asd = _paper_match(paper, run)
         rows.append(
             {
@@ -320,11 +317,7 @@ def comparison(config: dict, name: str, metrics_paths: list[Path]):
     keys = PAPER_KEYS[name]
     rows = []
     for run in ablation_runs(config, name):
-        here = runs[
-            (runs.dataset == run.dataset)
-            & (runs.method_id == run.method_id)
-            & (runs.run_ratio == str(run.ratio))
-        ] if len(runs) else runs  # fmt: skip
+        here = runs_of(runs, run.dataset, run.method_id, str(run.ratio))
         settings = {k: int(v) if isinstance(v, bool) else v for k, v in run.settings}
         for seed in here.itertuples():
             rows.append(

@@ -27,6 +27,7 @@ from mona.report.tables import (
     SWITCHES,
     collect_runs,
     paper_numbers,
+    runs_of,
     settings_line,
 )
 
@@ -107,12 +108,7 @@ def seed_scores(config: dict, metrics_paths: Sequence[Path]) -> pd.DataFrame:
                         cls = methods[split_variant(method_id)[0]]
                         all_labels = cls.labeled_pool == "all"
                         run_ratio = "all" if all_labels else str(ratio)
-                        here = runs[
-                            (runs.dataset == dataset)
-                            & (runs.method_id == method_id)
-                            & (runs.run_ratio == run_ratio)
-                        ]
-                        for run in here.itertuples():
+                        for run in runs_of(runs, dataset, method_id, run_ratio).itertuples():
                             rows.append(
                                 {
                                     "table": table,

@@ -27,6 +27,7 @@ from mona.report.tables import (
     code_versions,
     collect_runs,
     row_settings,
+    runs_of,
     seed_statistics,
     to_markdown,
 )
@@ -144,14 +145,8 @@ def seed_frame(metrics_paths: list[Path]) -> pd.DataFrame:
 
 
 def _matching(runs: pd.DataFrame, row: Table5Row) -> pd.DataFrame:
-    if not len(runs):
-        return runs
-    return runs[
-        (runs.dataset == row.dataset)
-        & (runs.method_id == row.method_id)
-        & (runs.run_ratio == str(row.ratio))
-        & (runs.setting == row.setting)
-    ]
+    here = runs_of(runs, row.dataset, row.method_id, str(row.ratio))
+    return here[here.setting == row.setting] if len(here) else here
 
 
 def summarize(config: dict, metrics_paths: list[Path]) -> pd.DataFrame:

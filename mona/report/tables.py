@@ -75,6 +75,15 @@ def collect_runs(metrics_paths: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def runs_of(runs: pd.DataFrame, dataset: str, method_id: str, run_ratio: str) -> pd.DataFrame:
+    """The seeds of one run (dataset, method or variant, ratio folder) among collected runs."""
+    if not len(runs):
+        return runs
+    return runs[
+        (runs.dataset == dataset) & (runs.method_id == method_id) & (runs.run_ratio == run_ratio)
+    ]
+
+
 def row_settings(config: dict, dataset: str, runs: pd.DataFrame) -> dict:
     """Data origin, switches and schedule of one table row: what its runs recorded.
 
@@ -136,11 +145,7 @@ def build_table(table: str, metrics_paths: list[Path], config: dict) -> pd.DataF
             for method_id in spec["methods"]:
                 cls = methods[split_variant(method_id)[0]]
                 run_ratio = "all" if cls.labeled_pool == "all" else str(ratio)
-                runs_here = runs[
-                    (runs.dataset == dataset)
-                    & (runs.method_id == method_id)
-                    & (runs.run_ratio == run_ratio)
-                ] if len(runs) else runs  # fmt: skip
+                runs_here = runs_of(runs, dataset, method_id, run_ratio)
                 reported = paper[
                     (paper.dataset == dataset)
                     & (paper.method == cls.display_name)
