@@ -51,6 +51,48 @@ def validate_schema(config: dict) -> None:
         raise DataError(problems)
 
 
+def coerce_command_line(config: dict) -> dict:
+    """The config with `--config` strings turned into the types the schema asks for.
+
+    Snakemake hands nested `--config` values over as strings (`train="{iterations: 1000}"`
+    gives iterations '1000'); a number, boolean or null the schema expects is parsed from its
+    text, and a free-form value (a method's hyperparameter) is read as a YAML scalar.
+    """
+    schema = yaml.safe_load(SCHEMA.read_text())
+    return _coerce(config, schema, schema)
+
+
+def _coerce(value: Any, schema: dict, root: dict) -> Any:
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        extra = extra if isinstance(extra, dict) else {}
+        return {k: _coerce(v, properties.get(k, extra), root) for k, v in value.items()}
+    if isinstance(value, list):
+        items = schema.get("items", {})
+        return [_coerce(v, items if isinstance(items, dict) else {}, root) for v in value]
+    if not isinstance(value, str):
+        return value
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else list(types)
+    if not types and "enum" not in schema:  # free-form: a method's hyperparameter
+        parsed = yaml.safe_load(value) if value.strip() else value
+        return parsed if isinstance(parsed, (bool, int, float)) or parsed is None else value
+    if "integer" in types or "number" in types:
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        if number.is_integer():  # 5, not 5.0: ratios name run folders (r5)
+            return int(number)
+        return number if "number" in types else value
+    if "boolean" in types and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
 def protocol(config: dict, dataset: str | None = None) -> dict[str, Any]:
     """Protocol switches in force, with a dataset's own `split` overriding the global one."""
     switches = {**PROTOCOL_DEFAULTS, **config.get("protocol", {})}

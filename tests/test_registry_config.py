@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mona.config import check_config, validate_schema
+from mona.config import check_config, coerce_command_line, validate_schema
 from mona.errors import DataError
 from mona.registry import get_method, load_methods
 
@@ -72,3 +72,24 @@ def test_semantic_errors_are_all_reported_at_once():
     text = str(error.value)
     for expected in ("methods.mt.ema_decy", "methods.nonexistent", "'fancy'", "ACDC only"):
         assert expected in text
+
+
+def test_command_line_strings_get_the_types_the_schema_asks_for():
+    # what `snakemake --config train="{iterations: 7}" seeds=[0,1] ...` hands over
+    given = {
+        "train": {"iterations": "7", "lr": "0.1", "bf16": "true", "device": "7", "cache": "auto"},
+        "seeds": ["0", "1"],
+        "ratios": ["5", "2.5"],
+        "augment": {"scale": ["0.9", "1.1"]},
+        "methods": {"mt": {"consistency": "0.2", "name": "moco", "flag": "false"}},
+    }
+    assert coerce_command_line(given) == {
+        "train": {"iterations": 7, "lr": 0.1, "bf16": True, "device": "7", "cache": "auto"},
+        "seeds": [0, 1],
+        "ratios": [5, 2.5],  # 5, not 5.0: it names the run folder r5
+        "augment": {"scale": [0.9, 1.1]},
+        "methods": {"mt": {"consistency": 0.2, "name": "moco", "flag": False}},
+    }
+    assert coerce_command_line({"train": {"iterations": "many"}}) == {
+        "train": {"iterations": "many"}  # left for the schema to name
+    }

@@ -7,23 +7,13 @@ from types import SimpleNamespace
 
 from snakemake.utils import validate
 
-from mona.config import check_config, split_variant, step_settings
+from mona.config import check_config, coerce_command_line, split_variant, step_settings
 from mona.errors import DataError
 from mona.registry import load_methods
 
 
-def _as_number(value):
-    """`--config seeds=[0]` hands over strings; the schema expects numbers."""
-    if isinstance(value, str):
-        number = float(value)
-        return int(number) if number.is_integer() else number
-    return value
-
-
-for _key in ("seeds", "ratios"):
-    if isinstance(config.get(_key), list):
-        config[_key] = [_as_number(v) for v in config[_key]]
-
+# `--config` hands nested values over as strings; give them the types the schema asks for
+config.update(coerce_command_line(config))
 validate(config, schema="../schemas/config.schema.yaml")
 try:
     check_config(config)
