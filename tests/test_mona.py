@@ -24,6 +24,7 @@ from mona.methods.anatomy import (
     class_means,
     equivariance_loss,
     nearest_neighbour_loss,
+    official_equivariance_loss,
     sample_negatives,
     sample_per_class,
     unsupervised_ce,
@@ -210,6 +211,35 @@ def test_equivariance_loss_is_zero_for_a_commuting_network_and_positive_otherwis
     assert loss_of(pointwise, flip_transform(2, 8, photometric=True)) > 1e-4
 
 
+def test_official_equivariance_counts_confident_foreground_only_and_moves_only_f_of_tx():
+    torch.manual_seed(0)
+    transform = flip_transform(1, 4)
+    target = torch.tensor([0.7, 0.2, 0.1]).view(1, 3, 1, 1).expand(1, 3, 4, 4).clone()
+    moved = torch.zeros(1, 3, 4, 4, requires_grad=True)  # uniform prediction on T(x)
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[0, 1, 0] = 1  # one foreground pixel at column 0; the flip moves it to column 3
+    labels[0, 2, 1] = 2  # a second one, below the confidence threshold
+    confidence = torch.ones(1, 4, 4)
+    confidence[0, 2, 1] = 0.5
+    loss = official_equivariance_loss(target, moved, labels, confidence, transform, 0.7)
+    p = torch.tensor([0.7, 0.2, 0.1])
+    expected = (p * (p.log() - math.log(1 / 3))).sum()  # KL(p || uniform) at that one pixel
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert moved.grad[0, :, 1, 3].abs().sum() > 0  # the foreground pixel, moved by T
+    untouched = moved.grad.clone()
+    untouched[0, :, 1, 3] = 0
+    assert untouched.abs().sum() == 0  # background and unconfident pixels do not count
+    # an all-background prediction is no longer free: the foreground pixel costs it
+    background = torch.full((1, 3, 4, 4), -10.0)
+    background[:, 0] = 10.0
+    free = official_equivariance_loss(target, background, labels, confidence, transform, 0.7)
+    assert free.item() > 1.0
+    # the paper's every-pixel form scores the same all-background map as perfectly equivariant
+    flat = background.softmax(1)
+    assert equivariance_loss(flat, flat, transform).item() == pytest.approx(0.0, abs=1e-6)
+
+
 def test_nearest_neighbour_loss_pulls_to_the_k_nearest_with_gradient_on_the_student():
     memory = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, 0.0]])
     valid = torch.tensor([True, True, True, False])
@@ -341,16 +371,18 @@ AUG_PAIRS = [("weak", "weak"), ("strong", "weak"), ("strong", "strong")]  # weak
 
 
 @pytest.mark.parametrize(
-    ("switches", "augs"),
-    [(s, ("weak", "strong")) for s in SWITCHES] + [((True, True, True), a) for a in AUG_PAIRS],
+    ("switches", "augs", "eqv_mode"),
+    [(s, ("weak", "strong"), "paper") for s in SWITCHES]
+    + [((True, True, True), a, "paper") for a in AUG_PAIRS]
+    + [((False, True, False), a, "official") for a in (("weak", "strong"), *AUG_PAIRS)],
 )
 def test_stage_two_runs_and_trains_what_each_switch_turns_on(
-    processed_acdc, pretrained, tmp_path, switches, augs
+    processed_acdc, pretrained, tmp_path, switches, augs, eqv_mode
 ):
     tailness, consistency, diversity = switches
     hparams = {
         **STAGE2, "tailness": tailness, "consistency": consistency, "diversity": diversity,
-        "student_aug": augs[0], "teacher_aug": augs[1],
+        "student_aug": augs[0], "teacher_aug": augs[1], "eqv_mode": eqv_mode,
     }  # fmt: skip
     spec = make_spec(processed_acdc, tmp_path, "finetune", hparams=hparams,
                      previous_stage=pretrained / "model.pt")  # fmt: skip
@@ -391,6 +423,7 @@ def test_bad_switch_values_are_refused(processed_acdc, tmp_path):
         ({"teacher_aug": "medium"}, "teacher_aug"),
         ({"tailness": "yes"}, "tailness"),
         ({"pretrain_framework": "nope"}, "glcon"),
+        ({"eqv_mode": "both"}, "eqv_mode"),
     ):
         spec = make_spec(processed_acdc, tmp_path, "finetune", hparams=hparams)
         with pytest.raises(ValueError, match=message):

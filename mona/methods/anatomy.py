@@ -9,7 +9,8 @@
   `sample_per_class` picks the queries hard first: pixels whose teacher confidence is below
   delta0.
 - Consistency, `equivariance_loss`: KL(T(F(x)) || F(T(x))) + KL(F(T(x)) || T(F(x))) for a
-  random affine + photometric transform T (`EquivarianceTransform`).
+  random affine + photometric transform T (`EquivarianceTransform`), the paper's Eq. 6; or
+  `official_equivariance_loss`, what the official code computes instead.
 - Diversity, `nearest_neighbour_loss`: an embedding is pulled (squared distance of unit
   vectors, summed over dimensions) to its K nearest neighbours in a FIFO bank of earlier
   embeddings; the bank is a constant, so the gradient reaches the student.
@@ -264,6 +265,31 @@ def equivariance_loss(
     log_moved = moved.clamp_min(_LOG_EPS).log()
     log_direct = probs_of_transformed.float().clamp_min(_LOG_EPS).log()
     return symmetric_kl(log_moved, log_direct, transform.valid)
+
+
+def official_equivariance_loss(
+    target_probs: Tensor,
+    logits_of_transformed: Tensor,
+    labels: Tensor,
+    confidence: Tensor,
+    transform: EquivarianceTransform,
+    threshold: float,
+) -> Tensor:
+    """The official MONA code's equivariance term: KL(sg T(F(x)) || F(T(x))), one way.
+
+    target_probs = F(x) (detached here), logits_of_transformed = F(T(x)); labels and
+    confidence (B, H, W) in the frame of x. Only pixels of a foreground label whose
+    confidence reaches `threshold` count (as the official code's mask, moved by T with zero
+    padding); each image's masked mean, then the mean over images.
+    """
+    target = transform.output(target_probs.detach().float())
+    keep = ((labels > 0) & (confidence >= threshold)).unsqueeze(1).float()
+    mask = (transform.output(keep)[:, 0] > 0.5) & transform.valid
+    log_q = logits_of_transformed.float().log_softmax(1)
+    per_pixel = (target * (target.clamp_min(_LOG_EPS).log() - log_q)).sum(1)
+    mask = mask.to(per_pixel.dtype)
+    per_image = (per_pixel * mask).flatten(1).sum(1) / (mask.flatten(1).sum(1) + 1e-7)
+    return per_image.mean()
 
 
 def unsupervised_ce(

@@ -28,6 +28,14 @@ EMA teacher (decay `ema`). Per step, with `sup` on the labeled weak view:
   `temperature`.
 - Consistency (`consistency`, lambda2): the equivariance loss under a random affine +
   photometric transform, on labeled and unlabeled student inputs (one extra student pass).
+  `eqv_mode: paper` is Eq. 6 as printed: KL both ways, gradient through both predictions,
+  every pixel. `eqv_mode: official` is what the official code computes: KL(sg T(F(x)) ||
+  F(T(x))) one way, on pixels of a foreground label (ground truth, or a teacher pseudo-label
+  of confidence >= `eqv_confidence`, 0.7 there), unlabeled images taken in their
+  pseudo-labels' frame (with a weak student and strong teacher, one more student pass without
+  gradient). Eq. 6's every-pixel form is minimised by predicting background everywhere,
+  which short runs on LiTS fall into (the paper reports "object collapsing" for consistency
+  alone); the official form does not reward it.
 - Diversity (`diversity`, lambda4): each image's mean student embedding is pulled to its
   `nn_k` nearest neighbours among the teacher's embeddings of earlier images (FIFO bank of
   `nn_memory`), with gradient to the student.
@@ -72,6 +80,7 @@ from mona.methods.anatomy import (
     class_means,
     equivariance_loss,
     nearest_neighbour_loss,
+    official_equivariance_loss,
     pixel_vectors,
     sample_negatives,
     sample_per_class,
@@ -102,6 +111,8 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "lambda3": 1.0,
     "lambda4": 1.0,
     "delta0": 0.97,
+    "eqv_mode": "paper",
+    "eqv_confidence": 0.7,
     "nn_k": 5,
     "embed_dim": 512,
     "temperature": 0.5,
@@ -112,6 +123,7 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "rep_width": 64,
 }
 VIEWS = ("weak", "strong")
+EQV_MODES = ("paper", "official")
 
 
 @register("mona")
@@ -147,6 +159,8 @@ class Mona(Method):
         for key in ("student_aug", "teacher_aug"):
             if hp[key] not in VIEWS:
                 problems.append(f"mona {key} must be 'weak' or 'strong', not {hp[key]!r}")
+        if hp["eqv_mode"] not in EQV_MODES:
+            problems.append(f"mona eqv_mode must be one of {EQV_MODES}, not {hp['eqv_mode']!r}")
         for key in ("tailness", "consistency", "diversity"):
             if not isinstance(hp[key], bool):
                 problems.append(f"mona {key} must be true or false, not {hp[key]!r}")
@@ -231,11 +245,33 @@ class Mona(Method):
             contrast = self.anatomical_contrast(student_maps, teacher_maps, labels, confidence)
             losses["contrast"] = contrast
             total = total + hp["lambda1"] * contrast
-        if hp["consistency"]:
+        if hp["consistency"] and hp["eqv_mode"] == "paper":
             transform = EquivarianceTransform.draw(augmenter, student_in)
             moved_logits = self.student(transform.input(student_in)).logits
             eqv = equivariance_loss(
                 output.logits.float().softmax(1), moved_logits.float().softmax(1), transform
+            )
+            losses["eqv"] = eqv
+            total = total + hp["lambda2"] * eqv
+        elif hp["consistency"]:
+            # official code: unlabeled images in the frame of their pseudo-labels
+            if geometry is None or strong_student:
+                frame_u, target_u = student_u, output.logits[n:].detach()
+            else:
+                frame_u = teacher_u
+                with torch.no_grad():
+                    target_u = self.student(teacher_u).logits
+            eqv_in = torch.cat([batch.labeled_image, frame_u])
+            transform = EquivarianceTransform.draw(augmenter, eqv_in)
+            moved_logits = self.student(transform.input(eqv_in)).logits
+            certain = torch.ones(batch.labeled_mask.shape, device=confidence_u.device)
+            eqv = official_equivariance_loss(
+                torch.cat([output.logits[:n].detach(), target_u]).float().softmax(1),
+                moved_logits,
+                torch.cat([batch.labeled_mask, torch.where(valid_u, pseudo_u, 0)]),
+                torch.cat([certain, confidence_u]),
+                transform,
+                float(hp["eqv_confidence"]),
             )
             losses["eqv"] = eqv
             total = total + hp["lambda2"] * eqv
