@@ -127,7 +127,7 @@ def test_table2_aggregates_seeds_beside_the_paper(tmp_path):
     missing = frame[frame.method == "w/ tailness"].iloc[0]
     assert missing.n_seeds == 0 and missing.paper_dsc == 87.1
     md = (tmp_path / "t.md").read_text()
-    assert md.startswith("# Table 2") and "| acdc | 5 | MONA | 85.0 ± 7.1 | 88.8 |" in md
+    assert md.startswith("# Table 2") and "| acdc | 5 | - | MONA | 85.0 ± 7.1 | 88.8 |" in md
     csv = pd.read_csv(tmp_path / "t.csv")
     assert {"tailness", "consistency", "diversity", "paper_dsc", "empty", "data"} <= set(
         csv.columns

@@ -347,7 +347,7 @@ def write_table(
 ) -> pd.DataFrame:
     """`results/table2.csv` / `.md` (or table3)."""
     frame = summarize(config, name, metrics_paths)
-    markdown = to_markdown(name, frame).replace(f"# {name}\n", f"# {TITLES[name]}\n", 1)
+    markdown = to_markdown(name, frame, TITLES[name])
     _write(csv_path, frame.to_csv(index=False, float_format="%.4f"))
     _write(md_path, markdown)
     return frame

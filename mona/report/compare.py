@@ -29,6 +29,7 @@ from mona.report.tables import (
     paper_numbers,
     runs_of,
     settings_line,
+    shared_subsets,
 )
 
 # Paper metric column -> reproduced column; ASD's unit follows the `units` switch.
@@ -448,6 +449,10 @@ def table_html(table: str, frame: pd.DataFrame) -> str:
         {
             "dataset": frame.dataset,
             "labeled %": frame.ratio_pct,
+            "labeled patients": [
+                "-" if pd.isna(v) else str(int(v))
+                for v in frame.get("labeled_patients", pd.Series([None] * len(frame)))
+            ],
             "method": methods,
             "DSC %": [_mean_std(r.dsc_mean, r.dsc_std, 1) for r in rows],
             "paper DSC": [_number(v, 1) for v in frame.paper_dsc],
@@ -462,6 +467,7 @@ def table_html(table: str, frame: pd.DataFrame) -> str:
         "Mean ± sample standard deviation over seeds. Δ = reproduced - paper. 'ASD excluded' "
         "counts class-level distances the empty-mask policy left out."
     )
+    notes += "".join(_note(line) for line in shared_subsets(frame))
     return html_page(f"{table}: reproduced and paper", [("", notes + shown.to_html(index=False))])
 
 

@@ -212,7 +212,7 @@ def write_table(
     frame = summarize(config, metrics_paths)
     labels = [f"{m} ({SETTINGS[s]})" for m, s in zip(frame.method, frame.setting, strict=True)]
     shown = frame.assign(method=labels)
-    markdown = to_markdown("table5", shown).replace("# table5\n", f"# {TITLE}\n", 1)
+    markdown = to_markdown("table5", shown, TITLE)
     write_text(frame.to_csv(index=False, float_format="%.4f"), Path(csv_path))
     write_text(markdown, Path(md_path))
     return frame

@@ -66,6 +66,7 @@ def collect_runs(metrics_paths: list[Path]) -> pd.DataFrame:
                 "dsc": None if summary["dsc"] is None else 100.0 * summary["dsc"],
                 "asd": summary["asd"],
                 "asd_excluded": summary.get("asd_excluded", 0),
+                "labeled_patients": metrics.get("labeled_patients"),
                 "code_version": metrics.get("code_version"),
                 "device": metrics.get("device"),
                 **{f"recorded_{k}": v for k, v in recorded_settings(metrics).items()},
@@ -125,6 +126,9 @@ def seed_statistics(runs: pd.DataFrame) -> dict:
         stats[f"{metric}_max"] = values.max() if len(values) else None
     stats["n_seeds"] = len(runs)
     stats["asd_excluded"] = int(runs.asd_excluded.sum()) if len(runs) else 0
+    patients = runs.labeled_patients.dropna() if "labeled_patients" in runs else []
+    # the same count for every seed (each seed labels the first n of its own patient order)
+    stats["labeled_patients"] = int(patients.max()) if len(patients) else None
     return stats
 
 
@@ -183,7 +187,40 @@ def settings_line(frame: pd.DataFrame) -> str:
     return "Protocol: " + "; ".join(parts) + "."
 
 
-def to_markdown(table: str, frame: pd.DataFrame) -> str:
+TITLES = {"table1": "Table 1: ACDC and LiTS", "table4": "Table 4: MM-WHS"}
+
+
+def shared_subsets(frame: pd.DataFrame) -> list[str]:
+    """Sentences naming ratios of a dataset that label the same patients.
+
+    A ratio selects round(ratio x training patients) whole patients, at least one, as a prefix
+    of each seed's patient order, so two ratios with the same count train on the same labeled
+    set and their rows repeat the same numbers (MM-WHS's 15 training volumes: 1 % and 5 % are
+    both one patient).
+    """
+    notes = []
+    if "labeled_patients" not in frame:
+        return notes
+    for dataset, rows in frame.groupby("dataset", sort=False):
+        counts = (
+            rows.dropna(subset=["labeled_patients"])
+            .groupby("ratio_pct")["labeled_patients"]
+            .min()
+        )
+        by_count: dict[int, list] = {}
+        for ratio, count in counts.items():
+            by_count.setdefault(int(count), []).append(ratio)
+        for count, ratios in by_count.items():
+            if len(ratios) > 1:
+                listed = " and ".join(f"{r} %" for r in ratios)
+                notes.append(
+                    f"{dataset}: {listed} label the same {count} patient(s) per seed, so their "
+                    "rows repeat the same runs' numbers."
+                )
+    return notes
+
+
+def to_markdown(table: str, frame: pd.DataFrame, title: str | None = None) -> str:
     def cell(mean, std, digits):
         if mean is None or pd.isna(mean):
             return "-"
@@ -191,10 +228,14 @@ def to_markdown(table: str, frame: pd.DataFrame) -> str:
             "" if std is None or pd.isna(std) else f" ± {std:.{digits}f}"
         )
 
+    def labeled(row):
+        count = getattr(row, "labeled_patients", None)
+        return "-" if count is None or pd.isna(count) else str(int(count))
+
     def paper_cell(value, digits):
         return "-" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
-    lines = [f"# {table}", ""]
+    lines = [f"# {title or TITLES.get(table, table)}", ""]
     if len(frame):
         units = "/".join(
             "mm" if u == "mm" else "voxels" for u in dict.fromkeys(frame["units"])
@@ -202,16 +243,19 @@ def to_markdown(table: str, frame: pd.DataFrame) -> str:
         lines += [
             f"Data: {', '.join(sorted(set(frame.data)))}. {settings_line(frame)}",
             f"Mean ± sample std over seeds; DSC in %, ASD in {units}. `asd excl.` counts "
-            "class-level distances left out by the empty-mask policy.",
+            "class-level distances left out by the empty-mask policy; `labeled` is the number "
+            "of labeled patients.",
+            *shared_subsets(frame),
             "",
         ]
     lines += [
-        "| dataset | ratio % | method | DSC | paper DSC | ASD | paper ASD | seeds | asd excl. |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| dataset | ratio % | labeled | method | DSC | paper DSC | ASD | paper ASD | seeds "
+        "| asd excl. |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in frame.itertuples():
         lines.append(
-            f"| {row.dataset} | {row.ratio_pct} | {row.method} | "
+            f"| {row.dataset} | {row.ratio_pct} | {labeled(row)} | {row.method} | "
             f"{cell(row.dsc_mean, row.dsc_std, 1)} | {paper_cell(row.paper_dsc, 1)} | "
             f"{cell(row.asd_mean, row.asd_std, 2)} | {paper_cell(row.paper_asd, 2)} | "
             f"{row.n_seeds} | {row.asd_excluded} |"
