@@ -21,6 +21,7 @@ from mona.registry import load_methods
 from mona.report.ablations import (
     ablation_runs,
     config_problems,
+    draw_sweeps,
     metrics_paths,
     pretrain_source,
     share_pretrain,
@@ -179,6 +180,9 @@ def test_a_sweep_figure_is_drawn_with_the_numbers_behind_it(tmp_path, assert_dra
     assert (out / "fig9.pdf").read_bytes()[:4] == b"%PDF"
     csv = pd.read_csv(out / "fig9.csv")
     assert csv.parameter.tolist() == ["delta0", "delta0", "nn_k", "nn_k"]
+    # the paper's Figure 9 also sweeps the embedding size; the title says this one does not
+    title = draw_sweeps("fig9", frame, config).get_suptitle()
+    assert title.endswith("not swept in this config: embedding dimension m")
 
 
 def test_config_problems_name_the_bad_entry():

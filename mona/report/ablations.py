@@ -50,6 +50,12 @@ TITLES = {
     "fig8": "Figure 8: loss weights lambda1-4 of MONA's fine-tuning",
     "fig9": "Figure 9: confidence threshold, nearest neighbours K and embedding size",
 }
+# What each of the paper's figures sweeps; a config may sweep fewer (the embedded default does).
+PAPER_SWEEPS = {
+    "fig7": ("k", "view_set", "view_size"),
+    "fig8": ("lambda1", "lambda2", "lambda3", "lambda4"),
+    "fig9": ("delta0", "nn_k", "embed_dim"),
+}
 PARAMETER_LABELS = {
     "k": "k nearest neighbours (global)",
     "view_set": "mined view-set size",
@@ -395,9 +401,12 @@ def draw_sweeps(name: str, frame: pd.DataFrame, config: dict):
     figure.legend(handles=handles, fontsize=8, loc="outside lower center", ncols=2)
     first = frame.iloc[0]
     seeds = int(frame.n_seeds.max()) if len(frame) else 0
+    paper_sweeps = PAPER_SWEEPS.get(name, ())
+    missing = [PARAMETER_LABELS.get(p, p) for p in paper_sweeps if p not in parameters]
+    not_swept = f"\nnot swept in this config: {', '.join(missing)}" if missing else ""
     figure.suptitle(
         f"{TITLES[name]}\n{first.dataset}, {first.ratio_pct:g} % labeled, {first.data} data, "
-        f"{seeds} seed(s)",
+        f"{seeds} seed(s){not_swept}",
         fontsize=10,
     )
     return figure
