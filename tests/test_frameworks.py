@@ -28,7 +28,8 @@ from mona.methods.frameworks import (
     info_nce,
     nearest_mask,
 )
-from mona.methods.glcon import FRAMEWORKS
+from mona.methods import glcon
+from mona.methods.glcon import FRAMEWORKS, teacher_log_distribution
 from mona.registry import load_methods
 from mona.report import table5
 from mona.report.compare import comparison_frame
@@ -137,24 +138,76 @@ def test_byol_loss_is_two_minus_two_cosine_and_has_no_negatives():
     assert byol_loss(same, 2 * same).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_isd_loss_is_kl_teacher_to_student_over_the_bank_with_two_temperatures(
+def test_isd_loss_is_kl_teacher_to_student_over_the_bank_before_its_keys_join(
     processed_acdc, tmp_path
 ):
     isd = trainer_for(processed_acdc, tmp_path, "isd", proj_dim=2, tau_s=0.5, tau_t=0.25)
     isd = isd.method.pretrain
     assert isinstance(isd, ISD)
-    isd.memory.enqueue(torch.tensor([[0.0, 1.0]]))
-    student, teacher = torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 0.0]])
+    bank = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    isd.banks.memory.enqueue(bank)
+    student, teacher = torch.tensor([[1.0, 1.0]]), torch.tensor([[0.6, 0.8]])
     crops = torch.zeros(1, 1, 2) + 1.0
     global_loss, _ = isd.instance_losses(Embeddings(student, teacher, crops, crops))
-    # anchors: the bank entry (0, 1) and the teacher's own key (1, 0), enqueued first
+    # anchors: the two bank entries only; the teacher's own key joins after the comparison
     s = [math.sqrt(0.5), math.sqrt(0.5)]
-    t_sim = [0.0, 1.0]
+    t_sim = [0.8, 0.6]
     p_s = [math.exp(x / 0.5) / sum(math.exp(y / 0.5) for y in s) for x in s]
     p_t = [math.exp(x / 0.25) / sum(math.exp(y / 0.25) for y in t_sim) for x in t_sim]
     expected = sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s, strict=True))
     assert global_loss.item() == pytest.approx(expected, rel=1e-5)
-    assert int(isd.memory.count) == 2
+    assert int(isd.banks.memory.count) == 3
+    assert torch.allclose(isd.banks.memory.entries()[-1], torch.tensor([0.6, 0.8]))
+
+
+def test_teacher_target_on_a_hand_built_bank_is_the_hand_softmax_of_its_k_nearest():
+    anchors = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    valid = torch.tensor([True, True, True, False])
+    teacher = torch.tensor([[0.8, 0.6]])
+    log_t = teacher_log_distribution(teacher, anchors, 0.1, k=2, valid=valid)
+    # cosines 0.8, 0.6, -0.8 (invalid: -0.6); the 2 nearest valid anchors keep mass
+    z = math.exp(8.0) + math.exp(6.0)
+    expected = [math.exp(8.0) / z, math.exp(6.0) / z, 0.0, 0.0]
+    assert log_t.exp()[0].tolist() == pytest.approx(expected, abs=1e-6)
+    everything = teacher_log_distribution(teacher, anchors, 0.1, valid=valid).exp()[0]
+    z = math.exp(8.0) + math.exp(6.0) + math.exp(-8.0)
+    assert everything[2].item() == pytest.approx(math.exp(-8.0) / z, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["isd", "glcon"])
+def test_relational_anchors_never_hold_the_current_steps_keys(
+    processed_acdc, tmp_path, monkeypatch, name
+):
+    trainer = trainer_for(processed_acdc, tmp_path, name)
+    framework = trainer.method.pretrain
+    keys: list[torch.Tensor] = []
+    for head in (framework.teacher_global_head, framework.teacher_local_head):
+        head.register_forward_hook(lambda m, i, out: keys.append(out.detach().clone()))
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    original = glcon.relational_kl
+
+    def recording(student, teacher, anchors, *args, valid=None, **kwargs):
+        seen.append((anchors.clone(), valid.clone()))
+        return original(student, teacher, anchors, *args, valid=valid, **kwargs)
+
+    monkeypatch.setattr(glcon, "relational_kl", recording)
+    for step in range(3):
+        keys.clear()
+        seen.clear()
+        framework.train_step(trainer.make_batch(step), step)
+        framework.after_step(step)
+        assert len(seen) == 2 and len(keys) == 2
+        for key, (anchors, valid) in zip(keys, seen, strict=True):
+            key = F.normalize(key.flatten(0, -2), dim=-1)
+            if step == 0:
+                assert not valid.any()  # an empty bank: nothing to compare with yet
+                continue
+            assert valid.any()
+            cosine = key @ F.normalize(anchors[valid], dim=-1).T
+            assert cosine.max() < 0.9999, f"step {step}: a current key is among the anchors"
+    banks = framework.banks
+    newest = F.normalize(keys[0], dim=-1)
+    assert torch.allclose(banks.memory.entries()[-len(newest):], newest, atol=1e-6)
 
 
 # ------------------------------------------------------------------- queue and key encoder

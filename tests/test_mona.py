@@ -338,15 +338,18 @@ def test_glcon_trains_student_heads_and_predictors_and_fills_its_bank(
                      hparams=dict(STAGE1))  # fmt: skip
     trainer = Trainer(spec, tiny_config())
     glcon = trainer.method.pretrain
-    losses = gradients_of_one_step(trainer, 0)
+    first = gradients_of_one_step(trainer, 0)
+    assert first["inst_global"] == 0 and first["inst_local"] == 0  # empty banks
+    assert int(glcon.banks.memory.count) == 2  # this step's two keys, after the comparison
+    assert int(glcon.banks.local_memory.count) == 2 * 36  # and their crops
+    losses = gradients_of_one_step(trainer, 1)
     assert {"sup", "inst_global", "inst_local"} <= set(losses)
-    assert losses["inst_local"] > 0 and losses["inst_global"] >= 0
+    assert losses["inst_local"] > 0 and losses["inst_global"] > 0
     for part in ("global_head", "global_predictor", "local_head", "local_predictor"):
         assert learns(getattr(glcon, part)), part
     assert all(p.grad is None for p in glcon.teacher.parameters())
-    assert int(glcon.memory.count) == 2  # this step's two mined views
     saved = torch.load(pretrained / "model.pt")["method_state"]
-    assert int(saved["pretrain.memory.count"]) == 4  # two iterations of two mined views
+    assert int(saved["pretrain.banks.memory.count"]) == 4  # two iterations of two keys
 
 
 def test_stage_two_starts_from_stage_one_weights(processed_acdc, pretrained, tmp_path):

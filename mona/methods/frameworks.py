@@ -12,8 +12,9 @@ objective:
   ISD) or by the student itself (SimCLR).
 - Global branch: encoder bottleneck -> average pool -> projection MLP (`proj_dim`).
 - Local branch: `view_set` crops of `view_size` px at the same random locations of both views'
-  output logits, each projected to `proj_dim` (GLCon's `CropProjectionHead`). A crop's
-  negatives (or anchors) are the other crops of the same slice, as GLCon's local anchors.
+  output logits, each projected to `proj_dim` (GLCon's `CropProjectionHead`). For the
+  contrastive objectives a crop's positive is the key crop at its location and its negatives
+  the slice's other key crops; ISD's anchors are a bank of earlier crops, as GLCon's.
 - Loss: `sup + L_global + L_local`, `sup` on the labeled weak view.
 
 The objectives:
@@ -28,10 +29,11 @@ The objectives:
   both views.
 - BYOL: a predictor MLP on the online side regresses the target's projection,
   `2 - 2 cos(prediction, target)`; no negatives. Target momentum 0.996 (BYOL's base value).
-- ISD: a predictor MLP on the student; `KL(teacher || student)` of softmaxed similarities to a
-  memory bank of the teacher's keys (`memory_size`, the current keys enqueued first, as GLCon)
-  at temperatures `tau_s` / `tau_t` (`mona.methods.glcon.relational_kl` without the k-nearest
-  restriction); locally the anchors are the teacher's crops of the same slice. Momentum 0.99.
+- ISD: a predictor MLP on the student; `KL(teacher || student)` of softmaxed similarities to
+  banks of the teacher's keys of earlier steps (GLCon's `RelationalBanks`: `memory_size` slice
+  embeddings globally, those slices' crops locally; compared first, the step's keys enqueued
+  after, as `train_isd.py` does) at temperatures `tau_s` / `tau_t`, without GLCon's k-nearest
+  restriction. Momentum 0.99.
 
 Where the paper is silent: queues and banks take GLCon's size (`memory_size` = 36), not the
 65536 of ImageNet training; every framework shares GLCon's settings `proj_dim`, `k`, `view_set`,
@@ -57,10 +59,10 @@ from mona.methods.glcon import (
     CropProjectionHead,
     FifoMemory,
     PretrainFramework,
+    RelationalBanks,
     crop_boxes,
     mlp,
     register_framework,
-    relational_kl,
 )
 
 # Finite stand-in for log(0): candidates outside a query's set get zero probability, no NaN.
@@ -298,16 +300,12 @@ class ISD(InstanceFramework):
 
     def __init__(self, ctx: MethodContext, hp: dict[str, Any]):
         super().__init__(ctx, hp)
-        self.memory = FifoMemory(int(hp["memory_size"]), int(hp["proj_dim"]))
+        self.banks = RelationalBanks(
+            int(hp["memory_size"]), int(hp["view_set"]), int(hp["proj_dim"])
+        )
 
     def instance_losses(self, embeddings: Embeddings) -> tuple[Tensor, Tensor]:
-        tau_s, tau_t = float(self.hp["tau_s"]), float(self.hp["tau_t"])
-        self.memory.enqueue(F.normalize(embeddings.key_global.float(), dim=-1))
-        global_loss = relational_kl(
-            embeddings.query_global, embeddings.key_global, self.memory.memory.clone(),
-            tau_s, tau_t, valid=self.memory.valid_mask(),
+        return self.banks.losses(
+            embeddings.query_global, embeddings.key_global, embeddings.query_local,
+            embeddings.key_local, float(self.hp["tau_s"]), float(self.hp["tau_t"]), None,
         )  # fmt: skip
-        local_loss = relational_kl(
-            embeddings.query_local, embeddings.key_local, embeddings.key_local, tau_s, tau_t
-        )
-        return global_loss, local_loss

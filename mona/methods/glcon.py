@@ -7,31 +7,37 @@ student's similarity distribution (temperature tau_s) is taught the teacher's (t
 
 - Views: both share the batch's weak geometry and get independent photometric noise (contrast,
   brightness, blur). Sharing the geometry is what lets the local branch compare crops "at the
-  same location" of the two outputs. The mined views are a strong view (weak + deformation,
-  jitter, blur, CutMix) of the batch's unlabeled slices, embedded by the teacher only.
+  same location" of the two outputs.
+- Anchors (the paper's mined views, "other unlabeled slices chosen at random and augmented"):
+  FIFO banks of the teacher's keys of earlier steps. Each step compares against the banks as
+  they were before it, then enqueues its own keys, as ISD's `train_isd.py` and the official
+  MONA `model_2D.py` do. A query therefore never meets its own key among the anchors: at
+  tau_t = 0.01 a self-anchor at cosine 1 would outweigh every other anchor by more than e^3 and
+  turn the teacher's distribution one-hot on self (InfoNCE, not relational discrimination).
+  The engine's batches are random, so the banks hold other slices of the unlabeled set. While
+  a bank is empty (the first step) its loss is zero.
 - Global branch: encoder bottleneck -> average pool -> projection MLP (`proj_dim`); the
-  student adds a predictor MLP. The anchors are a FIFO memory bank of the teacher's mined-view
-  embeddings (`memory_size` entries). Each step enqueues its mined views before comparing, so
-  the current slices are among the anchors (as ISD enqueues its current targets) and earlier
-  steps' slices are the "other slices of the unlabeled set". The paper's memory bank of 36 and
-  mined views from random unlabeled slices are this bank: the engine's batches are random.
+  student adds a predictor MLP. Bank: `memory_size` slice embeddings (the paper's 36).
 - Local branch: `view_set` crops of `view_size` x `view_size` at random locations, the same in
   both views, of the output logits; each pixel is projected to `proj_dim` and a crop is the
   mean of its pixels' projections (evaluated as the projection of the mean hidden vector,
-  the same number without a full-resolution `proj_dim` map). The anchors of a crop are the
-  teacher's crops of the same slice. `view_size` is clipped to the image size, so the paper's
-  64 x 64 crops become whole-image crops on 32 x 32 slices: every crop is then the same and
-  the local loss is zero (sweep sizes below the slice size there).
+  the same number without a full-resolution `proj_dim` map). Bank: the teacher's crops of the
+  last `memory_size` slices (`memory_size` x `view_set` crop embeddings), as the official
+  code keeps a bank of earlier crops. `view_size` is clipped to the image size.
 - k nearest neighbours: the teacher's distribution keeps only its `k` most similar anchors
   (the mined positives); the student's spans every anchor, so the other anchors are pushed
   away. With `k` >= the number of anchors this is plain ISD.
 - Loss: `sup + L_global + L_local`, `sup` on the labeled weak view. The teacher (backbone and
   projection heads, not the predictors) is the EMA of the student with decay `ema`.
 
+Where the paper and the official code differ: tau_t is 0.01 in the paper, 0.1 in the code
+(`tau_t`, default the paper's); the code takes 49 sliding 64-px crops, the paper "36 random
+crops" (`view_set`, default the paper's).
+
 Where the paper is silent: projection and predictor MLPs are Linear-ReLU-Linear with hidden
-width `proj_dim` and no BatchNorm (MoCo v2's head; works with a batch of one); the mined views
-are the current batch's unlabeled slices (no extra data loading); ISD's KL is averaged over
-queries.
+width `proj_dim` and no BatchNorm (MoCo v2's head; works with a batch of one); ISD's KL is
+averaged over queries; banks start empty rather than with random vectors (ISD and the official
+code start from noise, whose targets carry no information).
 
 Stage-1 frameworks are pluggable: `register_framework("name")` on a `PretrainFramework`
 subclass makes `pretrain_framework: name` train it. A framework owns a `student`
@@ -142,6 +148,31 @@ class FifoMemory(nn.Module):
         return torch.roll(self.memory, -int(self.pointer), dims=0).clone()
 
 
+def _masked_similarities(queries: Tensor, anchors: Tensor, valid: Tensor | None) -> Tensor:
+    sim = F.normalize(queries.float(), dim=-1) @ F.normalize(anchors.float(), dim=-1).transpose(
+        -1, -2
+    )
+    if valid is not None:
+        sim = sim.masked_fill(~valid.unsqueeze(-2), _MASKED)
+    return sim
+
+
+def teacher_log_distribution(
+    teacher: Tensor,
+    anchors: Tensor,
+    tau_t: float,
+    k: int | None = None,
+    valid: Tensor | None = None,
+) -> Tensor:
+    """log p_t (..., Q, M): softmax of cosine / tau_t over the `k` most similar valid anchors."""
+    sim_t = _masked_similarities(teacher, anchors, valid)
+    logits_t = sim_t / tau_t
+    if k is not None and k < sim_t.shape[-1]:
+        threshold = sim_t.topk(k, dim=-1).values[..., -1:]
+        logits_t = logits_t.masked_fill(sim_t < threshold, _MASKED)
+    return logits_t.log_softmax(-1)
+
+
 def relational_kl(
     student: Tensor,
     teacher: Tensor,
@@ -157,20 +188,8 @@ def relational_kl(
     marks usable anchors. The teacher's distribution is restricted to its `k` most similar
     valid anchors (None: all). Mean over queries of sum_j p_t(j) (log p_t(j) - log p_s(j)).
     """
-    a = F.normalize(anchors.float(), dim=-1)
-    sim_s = F.normalize(student.float(), dim=-1) @ a.transpose(-1, -2)
-    sim_t = F.normalize(teacher.float(), dim=-1) @ a.transpose(-1, -2)
-    if valid is not None:
-        invalid = ~valid.unsqueeze(-2)
-        sim_s = sim_s.masked_fill(invalid, _MASKED)
-        sim_t = sim_t.masked_fill(invalid, _MASKED)
-    logits_s = sim_s / tau_s
-    logits_t = sim_t / tau_t
-    if k is not None and k < sim_t.shape[-1]:
-        threshold = sim_t.topk(k, dim=-1).values[..., -1:]
-        logits_t = logits_t.masked_fill(sim_t < threshold, _MASKED)
-    log_t = logits_t.log_softmax(-1)
-    log_s = logits_s.log_softmax(-1)
+    log_t = teacher_log_distribution(teacher, anchors, tau_t, k, valid)
+    log_s = (_masked_similarities(student, anchors, valid) / tau_s).log_softmax(-1)
     return (log_t.exp() * (log_t - log_s)).sum(-1).mean()
 
 
@@ -218,6 +237,43 @@ class CropProjectionHead(nn.Module):
         return self.out(crop_means(self.hidden(maps), top, left, side))
 
 
+class RelationalBanks(nn.Module):
+    """The global and local anchor banks of relational discrimination (GLCon, ISD).
+
+    `losses` compares the step's queries and keys with the banks as they are, and only then
+    enqueues the keys, so the anchors never contain the current step's keys.
+    """
+
+    def __init__(self, memory_size: int, view_set: int, dim: int):
+        super().__init__()
+        self.memory = FifoMemory(memory_size, dim)
+        self.local_memory = FifoMemory(memory_size * view_set, dim)
+
+    def losses(
+        self,
+        student_global: Tensor,
+        teacher_global: Tensor,
+        student_local: Tensor,
+        teacher_local: Tensor,
+        tau_s: float,
+        tau_t: float,
+        k: int | None,
+    ) -> tuple[Tensor, Tensor]:
+        """(global, local) KL losses; global (B, D), local (B, N, D) per crop."""
+        global_loss = relational_kl(
+            student_global, teacher_global, self.memory.memory.clone(), tau_s, tau_t, k,
+            valid=self.memory.valid_mask(),
+        )  # fmt: skip
+        local_loss = relational_kl(
+            student_local.flatten(0, 1), teacher_local.flatten(0, 1),
+            self.local_memory.memory.clone(), tau_s, tau_t, k,
+            valid=self.local_memory.valid_mask(),
+        )  # fmt: skip
+        self.memory.enqueue(F.normalize(teacher_global.detach().float(), dim=-1))
+        self.local_memory.enqueue(F.normalize(teacher_local.detach().flatten(0, 1).float(), dim=-1))
+        return global_loss, local_loss
+
+
 @register_framework("glcon")
 class GLCon(PretrainFramework):
     """Global + local relational instance discrimination plus `sup` (the module docstring)."""
@@ -235,41 +291,31 @@ class GLCon(PretrainFramework):
         self.local_head = CropProjectionHead(ctx.num_classes, dim)
         self.teacher_local_head = frozen_copy(self.local_head)
         self.local_predictor = mlp(dim, dim, dim)
-        self.memory = FifoMemory(int(hp["memory_size"]), dim)
+        self.banks = RelationalBanks(int(hp["memory_size"]), int(hp["view_set"]), dim)
 
     def train_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         hp, augmenter = self.hp, self.ctx.augmenter
         n, n_u = batch.num_labeled, batch.unlabeled_image.shape[0]
         view_s = augmenter.photometric(batch.unlabeled_image)
         view_t = augmenter.photometric(batch.unlabeled_image)
-        mined = augmenter.strong(batch.unlabeled_raw_image)[0]
-
-        output = self.student(torch.cat([batch.labeled_image, view_s]))
-        sup = supervised_loss(output.logits[:n], batch.labeled_mask)
-        with torch.no_grad():
-            features = self.teacher.encode(torch.cat([view_t, mined]))
-            decoded = self.teacher.decode([f[:n_u] for f in features])
-            teacher_logits = self.teacher.head(decoded[-1])
-            teacher_global = self.teacher_global_head(features[-1][:n_u])
-            self.memory.enqueue(F.normalize(self.teacher_global_head(features[-1][n_u:]), dim=-1))
-
-        k = int(hp["k"])
-        tau_s, tau_t = float(hp["tau_s"]), float(hp["tau_t"])
-        student_global = self.global_predictor(self.global_head(output.bottleneck[n:]))
-        global_loss = relational_kl(
-            student_global, teacher_global, self.memory.memory.clone(), tau_s, tau_t, k,
-            valid=self.memory.valid_mask(),
-        )  # fmt: skip
-
         _, _, height, width = view_s.shape
         top, left, side = crop_boxes(
             n_u, height, width, int(hp["view_set"]), int(hp["view_size"]),
             augmenter.generator,
         )  # fmt: skip
-        student_local = self.local_predictor(self.local_head(output.logits[n:], top, left, side))
+
+        output = self.student(torch.cat([batch.labeled_image, view_s]))
+        sup = supervised_loss(output.logits[:n], batch.labeled_mask)
         with torch.no_grad():
-            teacher_local = self.teacher_local_head(teacher_logits, top, left, side)
-        local_loss = relational_kl(student_local, teacher_local, teacher_local, tau_s, tau_t, k)
+            key = self.teacher(view_t)
+            teacher_global = self.teacher_global_head(key.bottleneck)
+            teacher_local = self.teacher_local_head(key.logits, top, left, side)
+        student_global = self.global_predictor(self.global_head(output.bottleneck[n:]))
+        student_local = self.local_predictor(self.local_head(output.logits[n:], top, left, side))
+        global_loss, local_loss = self.banks.losses(
+            student_global, teacher_global, student_local, teacher_local,
+            float(hp["tau_s"]), float(hp["tau_t"]), int(hp["k"]),
+        )  # fmt: skip
         return {
             "loss": sup + global_loss + local_loss,
             "sup": sup,
