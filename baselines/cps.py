@@ -1,17 +1,21 @@
 """Cross pseudo supervision (Chen et al. 2021) as in SSL4MIS `train_cross_pseudo_supervision_2D.py`.
 
-Two backbones of the same architecture with different initialisations (SSL4MIS: Kaiming normal
-for the first, Xavier normal for the second, on every 2D convolution's weight, BatchNorm set to
-weight 1 and bias 0) and one SGD optimizer each. Both see the whole batch; each network is
-trained with `sup + w * CE(own logits_u, argmax of the other's softmax_u)`, the pseudo-labels
-carrying no gradient, and the method's loss is the sum of both.
+Two backbones of the same architecture with different initialisations and one SGD optimizer
+each. Both see the whole batch; each network is trained with
+`sup + w * CE(own logits_u, argmax of the other's softmax_u)`, the pseudo-labels carrying no
+gradient, and the method's loss is the sum of both.
 
 Choices where the reference is silent or differs:
-- network 1 (the Kaiming one) is the test-time network; SSL4MIS validates both and keeps the
-  best of each, with no rule for which one is reported;
-- the engine's one lr schedule drives both optimizers (SSL4MIS's 2D script applies both a poly
-  and a step-every-2500 decay; the config's `train.schedule` chooses one);
-- the ramp `w(t)` is the SSL4MIS one (0.1, over the whole run), applied from the first step.
+- `init: default` (as SSL4MIS's current script, which defines Kaiming and Xavier initialisers
+  but builds both networks with the framework's default init, two different random draws);
+  `init: kaiming_xavier` is an earlier revision's Kaiming-normal first and Xavier-normal second
+  network (every 2D convolution's weight; BatchNorm weight 1, bias 0);
+- network 1 is the test-time network; SSL4MIS validates both and keeps the best of each, with
+  no rule for which one is reported;
+- SSL4MIS's lr is poly: its script also sets lr = 0.01 x 0.1^(t / 2500) at every 2500th
+  iteration, but the poly update overwrites it at the next one, so that decay lasts one step;
+- the ramp `w(t)` is the SSL4MIS one (0.1, laid over `ctx.ramp_iterations`), applied from the
+  first step.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mona.losses import consistency_weight, supervised_loss
+from mona.losses import supervised_loss
 from mona.method import Batch, Method, MethodContext
 from mona.models import SegmentationNet
 from mona.registry import register
+
+INITS = ("default", "kaiming_xavier")
 
 
 def initialise(net: nn.Module, conv_init: Callable[[torch.Tensor], object]) -> nn.Module:
@@ -52,12 +58,18 @@ def cross_pseudo_losses(
 @register("cps")
 class CrossPseudoSupervision(Method):
     display_name = "CPS"
-    defaults = {"consistency": 0.1, "consistency_rampup": 1.0}
+    reference_code = "ssl4mis"
+    defaults = {"consistency": 0.1, "consistency_rampup": 1.0, "init": "default"}
 
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)
-        self.net = initialise(ctx.build_backbone(), nn.init.kaiming_normal_)
-        self.net_2 = initialise(ctx.build_backbone(), nn.init.xavier_normal_)
+        if self.hp["init"] not in INITS:
+            raise ValueError(f"cps init must be one of {INITS}, not {self.hp['init']!r}")
+        self.net = ctx.build_backbone()
+        self.net_2 = ctx.build_backbone()
+        if self.hp["init"] == "kaiming_xavier":
+            initialise(self.net, nn.init.kaiming_normal_)
+            initialise(self.net_2, nn.init.xavier_normal_)
 
     def configure_optimizers(
         self, lr: float, momentum: float, weight_decay: float
@@ -75,9 +87,7 @@ class CrossPseudoSupervision(Method):
         sup_1 = supervised_loss(logits_1[:n], batch.labeled_mask)
         sup_2 = supervised_loss(logits_2[:n], batch.labeled_mask)
         pseudo_1, pseudo_2 = cross_pseudo_losses(logits_1[n:], logits_2[n:])
-        weight = consistency_weight(
-            step, self.ctx.max_iterations, self.hp["consistency"], self.hp["consistency_rampup"]
-        )
+        weight = self.unsupervised_weight(step)
         return {
             "loss": sup_1 + weight * pseudo_1 + sup_2 + weight * pseudo_2,
             "sup": sup_1,

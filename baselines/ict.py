@@ -1,19 +1,20 @@
 """Interpolation consistency training (Verma et al. 2019) as in SSL4MIS
 `train_interpolation_consistency_training_2D.py`.
 
-The unlabeled weak views are split into two halves u0, u1 (an odd last view is left out) and
-mixed per pair with lambda ~ Beta(0.2, 0.2): `(1 - lambda) u0 + lambda u1`. The student sees the
-labeled views and the mixes in one batch (`sup` on the labeled part); its softmax on a mix must
-match the same mix of the EMA teacher's softmaxes on u0 and u1 (MSE). As in the reference, one
-lambda per pair, the teacher runs u0 and u1 in two forwards (its BatchNorm batch statistics are
-per half), and the weight is the ramp `w(t)` over the whole run, with no delayed start.
+The unlabeled weak views are split into two halves u0, u1 and mixed per pair (an odd count
+pairs its last view with the first, so every view is used) with lambda ~ Beta(0.2, 0.2):
+`(1 - lambda) u0 + lambda u1`. The student sees the labeled views and the mixes in one batch
+(`sup` on the labeled part); its softmax on a mix must match the same mix of the EMA teacher's
+softmaxes on u0 and u1 (MSE). As in the reference, one lambda per pair, the teacher runs u0
+and u1 in two forwards (its BatchNorm batch statistics are per half), and the weight is the
+ramp `w(t)` over `ctx.ramp_iterations`, no delayed start.
 """
 
 from __future__ import annotations
 
 import torch
 
-from mona.losses import consistency_weight, ema_update, frozen_copy, supervised_loss
+from mona.losses import ema_update, frozen_copy, supervised_loss
 from mona.method import Batch, Method, MethodContext
 from mona.models import SegmentationNet
 from mona.registry import register
@@ -35,9 +36,22 @@ def interpolation_consistency(
     return torch.mean((mixed_probs.float() - target) ** 2)
 
 
+def mixing_pairs(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Halves (u0, u1) to mix pairwise; an odd count pairs the last image with the first."""
+    count = len(images)
+    if count < 2:
+        raise ValueError("ict needs at least 2 unlabeled images per batch to mix")
+    pairs = (count + 1) // 2
+    second = images[pairs:]
+    if count % 2:
+        second = torch.cat([second, images[:1]])
+    return images[:pairs], second
+
+
 @register("ict")
 class InterpolationConsistency(Method):
     display_name = "ICT"
+    reference_code = "ssl4mis"
     defaults = {
         "ema_decay": 0.99,
         "consistency": 0.1,
@@ -58,11 +72,8 @@ class InterpolationConsistency(Method):
 
     def train_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         n = batch.num_labeled
-        pairs = len(batch.unlabeled_image) // 2
-        if pairs == 0:
-            raise ValueError("ict needs at least 2 unlabeled images per batch to mix")
-        first = batch.unlabeled_image[:pairs]
-        second = batch.unlabeled_image[pairs : 2 * pairs]
+        first, second = mixing_pairs(batch.unlabeled_image)
+        pairs = len(first)
         lam = self.draw_mix_factors(pairs, first.device)
         mixed = mix(first, second, lam.to(first.dtype))
         logits = self.net(torch.cat([batch.labeled_image, mixed])).logits.float()
@@ -73,9 +84,7 @@ class InterpolationConsistency(Method):
         consistency = interpolation_consistency(
             logits[n:].softmax(1), teacher_first, teacher_second, lam
         )
-        weight = consistency_weight(
-            step, self.ctx.max_iterations, self.hp["consistency"], self.hp["consistency_rampup"]
-        )
+        weight = self.unsupervised_weight(step)
         return {"loss": sup + weight * consistency, "sup": sup, "consistency": consistency}
 
     def after_step(self, step: int) -> None:

@@ -318,7 +318,9 @@ def test_cps_networks_start_from_different_initialisations():
         for a, b in zip(method.net.parameters(), method.net_2.parameters(), strict=True)
         if a.dim() > 1
     )
-    # the widest convolution: 32 -> 64 channels, 3x3; Kaiming vs Xavier normal standard deviation
+    assert len(method.configure_optimizers(0.01, 0.9, 1e-4)) == 2
+    # init: kaiming_xavier (an earlier SSL4MIS revision): Kaiming vs Xavier normal deviations
+    method = build("cps", init="kaiming_xavier")
     conv_1 = [m for m in method.net.modules() if isinstance(m, nn.Conv2d)]
     conv_2 = [m for m in method.net_2.modules() if isinstance(m, nn.Conv2d)]
     widest = max(range(len(conv_1)), key=lambda i: conv_1[i].weight.numel())
