@@ -22,10 +22,12 @@ def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1e
     return (1 - (2 * intersection + smooth) / (denominator + smooth)).mean()
 
 
-def supervised_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """`sup = 0.5 * (CE + Dice)` of METHODS.md."""
+def supervised_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: float = 0.5
+) -> torch.Tensor:
+    """`sup = weight * (CE + Dice)`: 0.5 in SSL4MIS's scripts, 1 in the official MONA code."""
     logits = logits.float()
-    return 0.5 * (
+    return weight * (
         F.cross_entropy(logits, target.long()) + soft_dice_loss(logits.softmax(1), target)
     )
 

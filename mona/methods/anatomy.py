@@ -295,14 +295,30 @@ def official_equivariance_loss(
 def unsupervised_ce(
     logits: Tensor, pseudo: Tensor, confidence: Tensor, valid: Tensor, threshold: float
 ) -> Tensor:
-    """Cross-entropy on pixels whose pseudo-label confidence reaches `threshold`.
+    """Cross-entropy on pixels whose pseudo-label confidence reaches `threshold` (paper form).
 
     Summed over those pixels and divided by all valid pixels, so a batch with few confident
-    pixels weighs little (ReCo's weighting by the confident fraction).
+    pixels weighs little. Not ReCo's form: that is `weighted_unsupervised_ce`.
     """
     confident = (valid & (confidence >= threshold)).float()
     ce = F.cross_entropy(logits.float(), pseudo, reduction="none")
     return (ce * confident).sum() / valid.float().sum().clamp_min(1.0)
+
+
+def weighted_unsupervised_ce(
+    logits: Tensor, pseudo: Tensor, confidence: Tensor, valid: Tensor, threshold: float
+) -> Tensor:
+    """The official code's (ReCo's) form: CE on every valid pixel, each image's scaled by the
+    fraction of its valid pixels whose confidence reaches `threshold`; the mean over valid
+    pixels whose CE is above zero (the reference's `masked_select(loss > 0)`).
+    """
+    valid_f = valid.float()
+    confident = ((confidence >= threshold) & valid).flatten(1).float().sum(1)
+    weight = confident / valid_f.flatten(1).sum(1).clamp_min(1.0)
+    ce = F.cross_entropy(logits.float(), pseudo, reduction="none")
+    counted = (valid & (ce > 0)).float()
+    weighted = weight[:, None, None] * ce * counted
+    return weighted.sum() / counted.sum().clamp_min(1.0)
 
 
 # ------------------------------------------------------------------------- transforms

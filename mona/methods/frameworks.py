@@ -175,7 +175,7 @@ class InstanceFramework(PretrainFramework):
                 key_out = self.teacher(view_k)
                 key_global = self.teacher_global_head(key_out.bottleneck)
                 key_local = self.teacher_local_head(key_out.logits, top, left, side)
-        sup = supervised_loss(output.logits[:n], batch.labeled_mask)
+        sup = supervised_loss(output.logits[:n], batch.labeled_mask, float(hp["sup_weight"]))
         query_global = self.global_head(output.bottleneck[n : n + n_u])
         query_local = self.local_head(output.logits[n : n + n_u], top, left, side)
         if self.predictor:

@@ -305,7 +305,7 @@ class GLCon(PretrainFramework):
         )  # fmt: skip
 
         output = self.student(torch.cat([batch.labeled_image, view_s]))
-        sup = supervised_loss(output.logits[:n], batch.labeled_mask)
+        sup = supervised_loss(output.logits[:n], batch.labeled_mask, float(hp["sup_weight"]))
         with torch.no_grad():
             key = self.teacher(view_t)
             teacher_global = self.teacher_global_head(key.bottleneck)

@@ -14,8 +14,14 @@ EMA teacher (decay `ema`). Per step, with `sup` on the labeled weak view:
   drawn per branch); a weak branch's predictions and features are carried into the strong
   frame with that geometry, so pseudo-labels and features compare pixel by pixel. With two
   weak views both see the same image.
-- `unsup` (lambda3): cross-entropy on the teacher's pseudo-labels whose confidence reaches
-  `delta0`, divided by all pixels (the confident fraction weighs it).
+- `unsup` (lambda3): cross-entropy on the teacher's pseudo-labels. `unsup_mode: paper`: only
+  pixels whose confidence reaches `delta0` count, summed and divided by all valid pixels.
+  `unsup_mode: official` (the official code, after ReCo): every valid pixel counts, each
+  image's CE scaled by the fraction of its pixels that reach `delta0`, averaged over pixels.
+  Early in training few pixels reach 0.97, so the paper form is near zero where the official
+  one trains on every pseudo-label at a small weight.
+- `sup`: `sup_weight` x (CE + Dice), in both stages. The paper says "equal combination of dice
+  loss and cross-entropy loss"; the official code weighs the sum 1 (default), SSL4MIS 0.5.
 - Tailness (`tailness`, lambda1): the ACF loss on the representation head's embeddings
   (`embed_dim`). Labels: ground truth on labeled pixels, teacher pseudo-labels elsewhere (all
   of them: the paper splits pseudo-labels into easy and hard, it does not drop any).
@@ -85,6 +91,7 @@ from mona.methods.anatomy import (
     sample_negatives,
     sample_per_class,
     unsupervised_ce,
+    weighted_unsupervised_ce,
 )
 from mona.methods.glcon import FifoMemory, get_framework
 from mona.models import SegmentationNet
@@ -99,6 +106,7 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "tau_s": 0.1,
     "tau_t": 0.01,
     "proj_dim": 512,
+    "sup_weight": 1.0,
 }
 FINETUNE_DEFAULTS: dict[str, Any] = {
     "tailness": True,
@@ -111,6 +119,7 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "lambda3": 1.0,
     "lambda4": 1.0,
     "delta0": 0.97,
+    "unsup_mode": "paper",
     "eqv_mode": "paper",
     "eqv_confidence": 0.7,
     "nn_k": 5,
@@ -124,6 +133,7 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
 }
 VIEWS = ("weak", "strong")
 EQV_MODES = ("paper", "official")
+UNSUP_MODES = ("paper", "official")
 
 
 @register("mona")
@@ -159,6 +169,10 @@ class Mona(Method):
         for key in ("student_aug", "teacher_aug"):
             if hp[key] not in VIEWS:
                 problems.append(f"mona {key} must be 'weak' or 'strong', not {hp[key]!r}")
+        if hp["unsup_mode"] not in UNSUP_MODES:
+            problems.append(
+                f"mona unsup_mode must be one of {UNSUP_MODES}, not {hp['unsup_mode']!r}"
+            )
         if hp["eqv_mode"] not in EQV_MODES:
             problems.append(f"mona eqv_mode must be one of {EQV_MODES}, not {hp['eqv_mode']!r}")
         for key in ("tailness", "consistency", "diversity"):
@@ -223,8 +237,9 @@ class Mona(Method):
             else torch.ones_like(pseudo_u, dtype=torch.bool)
         )
 
-        sup = supervised_loss(output.logits[:n], batch.labeled_mask)
-        unsup = unsupervised_ce(
+        sup = supervised_loss(output.logits[:n], batch.labeled_mask, float(hp["sup_weight"]))
+        unsup_loss = unsupervised_ce if hp["unsup_mode"] == "paper" else weighted_unsupervised_ce
+        unsup = unsup_loss(
             common(output.logits[n:], strong_student), pseudo_u, confidence_u, valid_u,
             float(hp["delta0"]),
         )  # fmt: skip
