@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mona.losses import consistency_weight, supervised_loss
+from mona.losses import supervised_loss
 from mona.method import Batch, Method, MethodContext
 from mona.models import SegmentationNet
 from mona.registry import register
@@ -83,6 +83,7 @@ def cross_consistency(main_probs: torch.Tensor, aux_probs: list[torch.Tensor]) -
 @register("cct")
 class CrossConsistencyTraining(Method):
     display_name = "CCT"
+    reference_code = "ssl4mis"
     defaults = {
         "consistency": 0.1,
         "consistency_rampup": 1.0,
@@ -121,9 +122,7 @@ class CrossConsistencyTraining(Method):
         consistency = cross_consistency(
             main[n:].softmax(1), [logits[n:].softmax(1) for logits in aux]
         )
-        weight = consistency_weight(
-            step, self.ctx.max_iterations, self.hp["consistency"], self.hp["consistency_rampup"]
-        )
+        weight = self.unsupervised_weight(step)
         return {"loss": sup + weight * consistency, "sup": sup, "consistency": consistency}
 
     def inference_net(self) -> SegmentationNet:

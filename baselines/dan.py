@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from mona.losses import consistency_weight, supervised_loss
+from mona.losses import supervised_loss
 from mona.method import Batch, Method, MethodContext
 from mona.models import SegmentationNet
 from mona.registry import register
@@ -73,6 +73,7 @@ class ConstantLrAdam(torch.optim.Adam):
 @register("dan")
 class DeepAdversarialNetwork(Method):
     display_name = "DAN"
+    reference_code = "ssl4mis"
     phases = (("train_step", (0,)), ("discriminator_step", (1,)))
     defaults = {
         "consistency": 0.1,
@@ -119,9 +120,7 @@ class DeepAdversarialNetwork(Method):
         sup = supervised_loss(logits[:n], batch.labeled_mask)
         fooled = self.fixed_discriminator(logits[n:].softmax(1), images[n:]).float()
         adversarial = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
-        weight = consistency_weight(
-            step, self.ctx.max_iterations, self.hp["consistency"], self.hp["consistency_rampup"]
-        )
+        weight = self.unsupervised_weight(step)
         return {"loss": sup + weight * adversarial, "sup": sup, "adversarial": adversarial}
 
     def discriminator_step(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:

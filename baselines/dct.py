@@ -5,14 +5,14 @@ The network sees labeled + unlabeled weak views in one batch (`sup` on the label
 in a second forward, the unlabeled views rotated by a random multiple of 90 degrees r (one r per
 step, r = 0 included, as in the reference). The two predictions must agree once rotated:
 `0.5 [MSE(sg p(r x), r p(x)) + MSE(p(r x), sg r p(x))]`, each branch learning towards the other
-half-way. Weight: the ramp `w(t)` over the whole run, no delayed start.
+half-way. Weight: the ramp `w(t)` over the ramp span (`ctx.ramp_iterations`), no delayed start.
 """
 
 from __future__ import annotations
 
 import torch
 
-from mona.losses import consistency_weight, supervised_loss
+from mona.losses import supervised_loss
 from mona.method import Batch, Method, MethodContext
 from mona.models import SegmentationNet
 from mona.registry import register
@@ -38,6 +38,7 @@ def rotation_consistency(
 @register("dct")
 class DeepCoTraining(Method):
     display_name = "DCT"
+    reference_code = "ssl4mis"
     defaults = {"consistency": 0.1, "consistency_rampup": 1.0}
 
     def __init__(self, ctx: MethodContext):
@@ -58,9 +59,7 @@ class DeepCoTraining(Method):
         consistency = rotation_consistency(
             logits[n:].softmax(1), rotated_logits.softmax(1), turns
         )
-        weight = consistency_weight(
-            step, self.ctx.max_iterations, self.hp["consistency"], self.hp["consistency_rampup"]
-        )
+        weight = self.unsupervised_weight(step)
         return {"loss": sup + weight * consistency, "sup": sup, "consistency": consistency}
 
     def inference_net(self) -> SegmentationNet:

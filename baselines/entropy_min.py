@@ -3,7 +3,7 @@
 One network sees labeled + unlabeled weak views in one batch; besides `sup` on the labeled part
 it lowers the per-pixel entropy of its softmax, normalised by ln(C) so the term lies in [0, 1],
 averaged over every pixel of the whole batch (labeled slices too, as the reference does).
-Weight: the ramp `w(t)` over the whole run (SSL4MIS: 0.1, 200 x 150 iterations).
+Weight: the ramp `w(t)` over `ctx.ramp_iterations` (SSL4MIS: 0.1, 200 x 150 iterations).
 The reference adds 1e-6 inside the log; here 0 log 0 is taken as 0 exactly, so a one-hot
 prediction has entropy 0.
 """
@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from mona.losses import consistency_weight, supervised_loss
+from mona.losses import supervised_loss
 from mona.method import Batch, Method, MethodContext
 from mona.models import SegmentationNet
 from mona.registry import register
@@ -35,6 +35,7 @@ def entropy_term(probs: torch.Tensor) -> torch.Tensor:
 @register("em")
 class EntropyMinimization(Method):
     display_name = "EM"
+    reference_code = "ssl4mis"
     defaults = {"consistency": 0.1, "consistency_rampup": 1.0}
 
     def __init__(self, ctx: MethodContext):
@@ -47,9 +48,7 @@ class EntropyMinimization(Method):
         logits = self.net(images).logits.float()
         sup = supervised_loss(logits[:n], batch.labeled_mask)
         entropy = entropy_term(logits.softmax(1))
-        weight = consistency_weight(
-            step, self.ctx.max_iterations, self.hp["consistency"], self.hp["consistency_rampup"]
-        )
+        weight = self.unsupervised_weight(step)
         return {"loss": sup + weight * entropy, "sup": sup, "entropy": entropy}
 
     def inference_net(self) -> SegmentationNet:

@@ -2,15 +2,15 @@
 
 The student sees labeled + unlabeled weak views in one batch; the EMA teacher sees the unlabeled
 views plus clamped Gaussian noise. Consistency = MSE between the two softmaxes, weighted by the
-ramp `w(t)`, and switched off for the first `consistency_start` fraction of training
-(SSL4MIS: 1000 of 30 000 iterations).
+ramp `w(t)`, and switched off for the first `consistency_start` fraction of the ramp's span
+(SSL4MIS: 1000 of 30 000 iterations; `mona.method.Method.unsupervised_weight`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from mona.losses import consistency_weight, ema_update, frozen_copy, supervised_loss
+from mona.losses import ema_update, frozen_copy, supervised_loss
 from mona.method import Batch, Method, MethodContext
 from mona.models import SegmentationNet
 from mona.registry import register
@@ -19,6 +19,7 @@ from mona.registry import register
 @register("mt")
 class MeanTeacher(Method):
     display_name = "MT"
+    reference_code = "ssl4mis"
     defaults = {
         "ema_decay": 0.99,
         "consistency": 0.1,
@@ -44,14 +45,7 @@ class MeanTeacher(Method):
         with torch.no_grad():
             teacher_probs = self.teacher(batch.unlabeled_image + noise).logits.float().softmax(1)
         consistency = torch.mean((logits[n:].float().softmax(1) - teacher_probs) ** 2)
-        start = self.hp["consistency_start"] * self.ctx.max_iterations
-        weight = (
-            0.0
-            if step < start
-            else consistency_weight(
-                step, self.ctx.max_iterations, self.hp["consistency"], self.hp["consistency_rampup"]
-            )
-        )
+        weight = self.unsupervised_weight(step)
         return {"loss": sup + weight * consistency, "sup": sup, "consistency": consistency}
 
     def after_step(self, step: int) -> None:

@@ -35,6 +35,7 @@ class UNetFull(_Supervised):
     """Upper bound: the same run serves every labeled ratio."""
 
     display_name = "UNet-F"
+    reference_code = "ssl4mis"
     labeled_pool = "all"
 
 
@@ -43,3 +44,4 @@ class UNetLabeled(_Supervised):
     """Lower bound: the labeled subset only."""
 
     display_name = "UNet-L"
+    reference_code = "ssl4mis"

@@ -11,8 +11,8 @@ with the reference's ACDC runs). As in the reference:
 - the target comes from its own noisy pass, separate from the uncertainty passes, and the
   uncertainty passes run two noisy copies of the unlabeled batch per forward (this sets the
   teacher's BatchNorm batch statistics, the teacher running in train mode like the student);
-- the threshold ramps over the whole run, the consistency weight `w(t)` too, with no delayed
-  start (unlike MT);
+- the threshold ramps over `ctx.ramp_iterations`, the consistency weight `w(t)` too, with no
+  delayed start (unlike MT);
 - the entropy uses exact 0 log 0 = 0 instead of the reference's log(p + 1e-6).
 """
 
@@ -23,7 +23,7 @@ import math
 import torch
 
 from baselines.entropy_min import pixel_entropy
-from mona.losses import consistency_weight, ema_update, frozen_copy, sigmoid_rampup, supervised_loss
+from mona.losses import ema_update, frozen_copy, sigmoid_rampup, supervised_loss
 from mona.method import Batch, Method, MethodContext
 from mona.models import SegmentationNet
 from mona.registry import register
@@ -31,9 +31,9 @@ from mona.registry import register
 COPIES_PER_FORWARD = 2
 
 
-def uncertainty_threshold(step: int, max_iterations: int, rampup: float) -> float:
+def uncertainty_threshold(step: int, ramp_iterations: int, rampup: float) -> float:
     """(0.75 + 0.25 ramp) ln 2: strict at the start (fewer pixels pass), ln 2 at the end."""
-    length = max(rampup * max_iterations, 1.0)
+    length = max(rampup * ramp_iterations, 1.0)
     return (0.75 + 0.25 * sigmoid_rampup(step / length)) * math.log(2)
 
 
@@ -58,6 +58,7 @@ def masked_consistency(
 @register("uamt")
 class UncertaintyAwareMeanTeacher(Method):
     display_name = "UAMT"
+    reference_code = "ssl4mis"
     defaults = {
         "ema_decay": 0.99,
         "consistency": 0.1,
@@ -101,13 +102,11 @@ class UncertaintyAwareMeanTeacher(Method):
         with torch.no_grad():
             teacher_probs = self.teacher(self._noisy(unlabeled)).logits.float().softmax(1)
         threshold = uncertainty_threshold(
-            step, self.ctx.max_iterations, self.hp["threshold_rampup"]
+            step, self.ctx.ramp_iterations, self.hp["threshold_rampup"]
         )
         mask = uncertainty_mask(self.teacher_passes(unlabeled), threshold)
         consistency = masked_consistency(logits[n:].float().softmax(1), teacher_probs, mask)
-        weight = consistency_weight(
-            step, self.ctx.max_iterations, self.hp["consistency"], self.hp["consistency_rampup"]
-        )
+        weight = self.unsupervised_weight(step)
         return {
             "loss": sup + weight * consistency,
             "sup": sup,

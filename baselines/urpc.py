@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.cct import make_perturbation
-from mona.losses import consistency_weight, supervised_loss
+from mona.losses import supervised_loss
 from mona.method import Batch, Method, MethodContext
 from mona.models import SegmentationNet
 from mona.registry import register
@@ -56,6 +56,7 @@ def rectified_pyramid_consistency(logits: list[torch.Tensor]) -> torch.Tensor:
 @register("urpc")
 class UncertaintyRectifiedPyramidConsistency(Method):
     display_name = "URPC"
+    reference_code = "ssl4mis"
     defaults = {
         "consistency": 0.1,
         "consistency_rampup": 1.0,
@@ -99,9 +100,7 @@ class UncertaintyRectifiedPyramidConsistency(Method):
         logits = [x.float() for x in self.pyramid_logits(images)]
         sup = torch.stack([supervised_loss(x[:n], batch.labeled_mask) for x in logits]).mean()
         consistency = rectified_pyramid_consistency([x[n:] for x in logits])
-        weight = consistency_weight(
-            step, self.ctx.max_iterations, self.hp["consistency"], self.hp["consistency_rampup"]
-        )
+        weight = self.unsupervised_weight(step)
         return {"loss": sup + weight * consistency, "sup": sup, "consistency": consistency}
 
     def inference_net(self) -> SegmentationNet:

@@ -26,12 +26,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 ALIGN_CORNERS = False  # one convention for every grid, so an identity grid hits pixel centres
+WEAK_VIEWS = ("paper", "ssl4mis")
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """Ranges and probabilities of every op; defaults follow the official code where stated."""
 
+    # "paper": continuous rotation, crop/rescale, horizontal flip (bilinear); "ssl4mis": the
+    # SSL4MIS RandomGenerator (`Augmenter.ssl4mis_weak`).
+    weak: str = "paper"
     rotate_deg: float = 20.0
     scale: tuple[float, float] = (0.8, 1.2)
     flip_p: float = 0.5
@@ -48,6 +52,8 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        if self.weak not in WEAK_VIEWS:
+            problems.append(f"weak must be one of {WEAK_VIEWS}, got {self.weak!r}")
         for name in ("flip_p", "jitter_p", "blur_p", "cutmix_p", "deform_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must lie in [0, 1], got {getattr(self, name)}")
@@ -69,14 +75,16 @@ def identity_grid(batch: int, height: int, width: int, device: torch.device) -> 
     return F.affine_grid(theta, [batch, 1, height, width], align_corners=ALIGN_CORNERS)
 
 
-def warp(image: Tensor, mask: Tensor | None, grid: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Resample image (bilinear) and mask (nearest) through the same grid; outside is 0.
+def warp(
+    image: Tensor, mask: Tensor | None, grid: Tensor, image_mode: str = "bilinear"
+) -> tuple[Tensor, Tensor | None]:
+    """Resample image (`image_mode`) and mask (nearest) through the same grid; outside is 0.
 
     Nearest sampling of the mask as float returns either one of its own values or the zero
     padding, so no label outside the original set can appear.
     """
     warped = F.grid_sample(
-        image, grid.to(image.dtype), mode="bilinear", padding_mode="zeros",
+        image, grid.to(image.dtype), mode=image_mode, padding_mode="zeros",
         align_corners=ALIGN_CORNERS,
     )
     if mask is None:
@@ -128,14 +136,14 @@ def affine_theta(
 
 
 def affine_warp(
-    image: Tensor, mask: Tensor | None, theta: Tensor
+    image: Tensor, mask: Tensor | None, theta: Tensor, image_mode: str = "bilinear"
 ) -> tuple[Tensor, Tensor | None]:
     """Apply per-sample affine maps theta (B, 2, 3) from output to input normalised coords."""
     batch, _, height, width = image.shape
     grid = F.affine_grid(
         theta.float(), [batch, 1, height, width], align_corners=ALIGN_CORNERS
     )
-    return warp(image, mask, grid)
+    return warp(image, mask, grid, image_mode)
 
 
 def integrate_velocity(velocity: Tensor, steps: int) -> Tensor:
@@ -200,8 +208,33 @@ class Augmenter:
 
     # views --------------------------------------------------------------------------------
     def weak(self, image: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Student view: rotation, crop/rescale and horizontal flip."""
+        """Student view: rotation, crop/rescale and horizontal flip (or SSL4MIS's, `weak`)."""
+        if self.config.weak == "ssl4mis":
+            return self.ssl4mis_weak(image, mask)
         return self.geometric(image, mask)
+
+    def ssl4mis_weak(
+        self, image: Tensor, mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """SSL4MIS's RandomGenerator, per sample: with p 0.5 np.rot90 by k in 0..3 then a
+        flip on a random axis; else with p 0.5 (0.25 overall) a rotation by an integer angle
+        in [-20, 20) degrees; else nothing. Nearest sampling for the image too (its order 0),
+        zero fill, no scaling. A flip on the first axis is a half turn and a left-right flip.
+        """
+        batch, _, height, width = image.shape
+        device = image.device
+        rot_flip = self._bernoulli(batch, 0.5, device)
+        rotate = self._bernoulli(batch, 0.5, device) & ~rot_flip
+        quarter_turns = (self._uniform(batch, 0.0, 4.0, device)).floor().clamp(max=3)
+        first_axis = self._bernoulli(batch, 0.5, device)
+        degrees = (self._uniform(batch, -20.0, 20.0, device)).floor().clamp(max=19)
+        turn = quarter_turns * (math.pi / 2) + torch.where(first_axis, math.pi, 0.0)
+        angle = torch.where(rot_flip, turn, torch.where(rotate, torch.deg2rad(degrees), 0.0))
+        ones = torch.ones(batch, device=device)
+        theta = affine_theta(
+            angle, ones, rot_flip, torch.zeros(batch, 2, device=device), height, width
+        )
+        return affine_warp(image, mask, theta, image_mode="nearest")
 
     def strong(
         self, image: Tensor, mask: Tensor | None = None

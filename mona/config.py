@@ -27,6 +27,28 @@ PROTOCOL_DEFAULTS: dict[str, Any] = {
     "asd": "symmetric",
     "units": "mm",
     "empty": "strict",
+    "baselines": "shared",
+}
+
+# `protocol.baselines: reference` trains each baseline that names a reference code
+# (`Method.reference_code`) as that code trains it, whatever the config's `train:` says.
+# SSL4MIS's 2D scripts: SGD 0.01, momentum 0.9, wd 1e-4, poly 0.9 over 30 000 iterations, batch
+# 12 labeled + 12 unlabeled, its RandomGenerator, ramps on absolute iterations.
+REFERENCE_PROTOCOLS: dict[str, dict[str, dict[str, Any]]] = {
+    "ssl4mis": {
+        "train": {
+            "iterations": 30000,
+            "stage_iterations": {},
+            "batch_labeled": 12,
+            "batch_unlabeled": 12,
+            "lr": 0.01,
+            "momentum": 0.9,
+            "weight_decay": 1e-4,
+            "schedule": "poly",
+            "poly_power": 0.9,
+        },
+        "augment": {"weak": "ssl4mis"},
+    }
 }
 
 
@@ -101,13 +123,34 @@ def protocol(config: dict, dataset: str | None = None) -> dict[str, Any]:
     return switches
 
 
-def train_config(config: dict) -> TrainConfig:
-    return TrainConfig(**config.get("train", {}))
+def reference_protocol(config: dict, method: str | None) -> dict[str, dict[str, Any]]:
+    """The settings `protocol.baselines: reference` imposes on `method` ({} if none)."""
+    if method is None or protocol(config)["baselines"] != "reference":
+        return {}
+    from mona.registry import load_methods
+
+    cls = load_methods(tuple(config.get("plugins", [])))[split_variant(method)[0]]
+    code = getattr(cls, "reference_code", None)
+    return REFERENCE_PROTOCOLS[code] if code else {}
 
 
-def augment_config(config: dict) -> AugmentConfig:
+def train_settings(config: dict, method: str | None = None) -> dict[str, Any]:
+    """The `train:` values a run of `method` trains with (the reference code's, if imposed)."""
+    return {**config.get("train", {}), **reference_protocol(config, method).get("train", {})}
+
+
+def augment_settings(config: dict, method: str | None = None) -> dict[str, Any]:
+    return {**config.get("augment", {}), **reference_protocol(config, method).get("augment", {})}
+
+
+def train_config(config: dict, method: str | None = None) -> TrainConfig:
+    return TrainConfig(**train_settings(config, method))
+
+
+def augment_config(config: dict, method: str | None = None) -> AugmentConfig:
     values = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in config.get("augment", {}).items()
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in augment_settings(config, method).items()
     }
     return AugmentConfig(**values)
 
@@ -199,7 +242,7 @@ def check_config(config: dict) -> None:
 
 
 EVALUATION_SWITCHES = ("asd", "units", "empty")
-TRAINING_SWITCHES = ("labeled", "checkpoint")
+TRAINING_SWITCHES = ("labeled", "checkpoint", "baselines")
 # Train settings that change how often a run logs or saves, never what it learns.
 BOOKKEEPING = ("log_every", "checkpoint_every")
 
@@ -233,10 +276,10 @@ def step_settings(
         if stage != cls.stages[-1]:  # an earlier stage never reads the last stage's keys
             finetune_only = getattr(cls, "finetune_only", frozenset())
             hparams = {k: v for k, v in hparams.items() if k not in finetune_only}
-        train = {k: v for k, v in config.get("train", {}).items() if k not in BOOKKEEPING}
+        train = {k: v for k, v in train_settings(config, method).items() if k not in BOOKKEEPING}
         return {
             "train": train,
-            "augment": config.get("augment", {}),
+            "augment": augment_settings(config, method),
             "hparams": dict(sorted(hparams.items())),
             **{s: switches[s] for s in TRAINING_SWITCHES},
         }

@@ -33,6 +33,9 @@ from mona.method import Batch, Method, MethodContext
 from mona.provenance import environment
 from mona.registry import get_method
 
+# Ramps end while the lr is at least this fraction of its start (`TrainConfig.ramp_iterations`).
+RAMP_LR_FLOOR = 0.1
+
 
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN or inf; the message names the steps and the losses."""
@@ -74,6 +77,26 @@ class TrainConfig:
         if self.schedule == "step":
             return self.step_gamma ** (step // self.step_every)
         raise ValueError(f"train.schedule must be 'poly' or 'step', not {self.schedule!r}")
+
+    def ramp_iterations(self, iterations: int) -> int:
+        """The last step at which the lr is still at least `RAMP_LR_FLOOR` of its start.
+
+        Under `protocol.baselines: shared` every ramp and delayed start is laid out over the
+        steps before it, so an unsupervised term reaches full weight while the lr can still
+        move the weights (poly 0.9: 92 % of the run; lr / 10 every 2500: step 4999).
+        """
+        if self.schedule == "poly":
+            if self.poly_power <= 0:
+                return max(iterations - 1, 1)
+            last = math.floor(iterations * (1.0 - RAMP_LR_FLOOR ** (1.0 / self.poly_power)))
+        elif self.schedule == "step":
+            if self.step_gamma >= 1.0:
+                return max(iterations - 1, 1)
+            decays = math.floor(math.log(RAMP_LR_FLOOR) / math.log(self.step_gamma) + 1e-9)
+            last = (decays + 1) * self.step_every - 1
+        else:
+            raise ValueError(f"train.schedule must be 'poly' or 'step', not {self.schedule!r}")
+        return max(1, min(last, iterations - 1))
 
 
 @dataclass
@@ -147,6 +170,11 @@ class Trainer:
                 widths=list(config.widths),
                 upsample=config.upsample,
                 max_iterations=self.iterations,
+                ramp_iterations=(
+                    self.iterations
+                    if spec.protocol.get("baselines", "shared") == "reference"
+                    else config.ramp_iterations(self.iterations)
+                ),
                 augmenter=self.augmenter,
                 stage=spec.stage,
                 hparams=dict(spec.hparams),

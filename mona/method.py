@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mona.augment import Augmenter
+from mona.losses import consistency_weight
 from mona.models import SegmentationNet, build_backbone
 from mona.optim import SGD
 
@@ -57,6 +58,14 @@ class MethodContext:
     augmenter: Augmenter
     stage: str = "train"
     hparams: dict[str, Any] = field(default_factory=dict)
+    # Steps over which ramps and delayed starts are laid out (None: the whole run). The engine
+    # sets the steps during which the lr stays within 10x of its start, or the whole run where
+    # a baseline follows its reference code's absolute ramps (`protocol.baselines`).
+    ramp_iterations: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.ramp_iterations is None:
+            self.ramp_iterations = self.max_iterations
 
     def build_backbone(self) -> SegmentationNet:
         return build_backbone(
@@ -80,6 +89,9 @@ class Method(nn.Module, ABC):
     labeled_pool: ClassVar[str] = "subset"
     uses_unlabeled: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {}
+    # The reference code whose training `protocol.baselines: reference` reproduces
+    # (`mona.config.REFERENCE_PROTOCOLS`); None: always the config's schedule.
+    reference_code: ClassVar[str | None] = None
     # Steps of one iteration, in order: (method to call, indices of the optimizers it steps;
     # None = every optimizer). Each gets its own backward and optimizer step, so a later phase
     # sees the weights an earlier one just updated (DAN: segmenter, then discriminator).
@@ -97,6 +109,21 @@ class Method(nn.Module, ABC):
     @abstractmethod
     def inference_net(self) -> SegmentationNet:
         """The network evaluated at test time (and carried into the next stage)."""
+
+    def unsupervised_weight(self, step: int) -> float | None:
+        """Weight of the unlabeled term at `step`; None for a method without a ramped term.
+
+        Methods with the hyperparameters `consistency` and `consistency_rampup` (and optionally
+        `consistency_start`, a fraction) get SSL4MIS's ramp laid over `ctx.ramp_iterations`.
+        """
+        if "consistency_rampup" not in self.hp:
+            return None
+        length = self.ctx.ramp_iterations
+        if step < float(self.hp.get("consistency_start", 0.0)) * length:
+            return 0.0
+        return consistency_weight(
+            step, length, float(self.hp["consistency"]), float(self.hp["consistency_rampup"])
+        )
 
     @classmethod
     def reads_unlabeled(cls, stage: str) -> bool:

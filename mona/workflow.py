@@ -103,7 +103,7 @@ def train_run(
         previous_stage=previous_stage,
         plugins=tuple(config.get("plugins", [])),
     )
-    return Trainer(spec, train_config(config), augment_config(config)).run()
+    return Trainer(spec, train_config(config, method), augment_config(config, method)).run()
 
 
 def _seed_dir(path: str) -> Path:

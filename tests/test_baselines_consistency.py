@@ -151,16 +151,17 @@ def test_mt_teacher_sees_the_unlabeled_views_plus_clamped_noise(trained):
 def test_mt_consistency_is_off_until_its_start_then_ramps_up(trained):
     method = trained["mt"].method
     batch = trained["mt"].make_batch(5)
-    start = method.hp["consistency_start"] * method.ctx.max_iterations
+    start = method.hp["consistency_start"] * method.ctx.ramp_iterations
     early = method.train_step(batch, 0)
     assert early["consistency"] > 0 and torch.equal(early["loss"], early["sup"])
-    method.ctx.max_iterations = 3000  # start at iteration 100
+    saved = method.ctx.ramp_iterations
+    method.ctx.ramp_iterations = 3000  # start at iteration 100
     try:
         before = method.train_step(batch, 99)
         after = method.train_step(batch, 100)
-        late = method.train_step(batch, 2999)
+        late = method.train_step(batch, 3000)
     finally:
-        method.ctx.max_iterations = 2
+        method.ctx.ramp_iterations = saved
     assert start < 1 and torch.equal(before["loss"], before["sup"])
     assert after["loss"] > after["sup"]
     weight = (late["loss"] - late["sup"]) / late["consistency"]

@@ -18,6 +18,7 @@ from torch import nn
 from mona.data.splits import labeled_subset, make_split
 from mona.engine import RunSpec, TrainConfig, Trainer
 from mona.io import read_json, write_json
+from mona.methods import glcon
 from mona.methods.frameworks import (
     ISD,
     Embeddings,
@@ -28,7 +29,6 @@ from mona.methods.frameworks import (
     info_nce,
     nearest_mask,
 )
-from mona.methods import glcon
 from mona.methods.glcon import FRAMEWORKS, teacher_log_distribution
 from mona.registry import load_methods
 from mona.report import table5

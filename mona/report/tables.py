@@ -23,7 +23,7 @@ from mona.errors import DataError
 from mona.io import atomic_path, read_json
 
 PAPER_FILES = {"table1": "table1_acdc_lits.csv", "table4": "table4_mmwhs.csv"}
-SWITCHES = ("split", "labeled", "checkpoint", "asd", "units", "empty")
+SWITCHES = ("split", "labeled", "checkpoint", "asd", "units", "empty", "baselines")
 # What a row says about how its numbers were made, besides the switches.
 SCHEDULE = ("schedule", "iterations")
 
@@ -176,6 +176,8 @@ def settings_line(frame: pd.DataFrame) -> str:
     dataset's own split, say) is listed per dataset."""
     parts = []
     for key in (*SWITCHES, *SCHEDULE):
+        if key not in frame:  # a table written before the setting existed
+            continue
         values = dict.fromkeys(frame[key])
         if len(values) == 1:
             parts.append(f"{key}={next(iter(values))}")
