@@ -55,13 +55,17 @@ def consistency_weight(step: int, max_iterations: int, weight: float, rampup: fl
 
 
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, step: int, decay: float) -> None:
-    """Teacher <- alpha teacher + (1 - alpha) student, alpha = min(1 - 1/(step+1), decay).
+def ema_update(
+    teacher: nn.Module, student: nn.Module, step: int, decay: float, warmup: bool = True
+) -> None:
+    """Teacher <- alpha teacher + (1 - alpha) student.
 
-    Parameters only, as in the reference mean-teacher code: the teacher runs in train mode and
-    keeps its own BatchNorm statistics.
+    alpha = min(1 - 1/(step+1), decay) with `warmup` (SSL4MIS's mean teacher: the true average
+    while it is the better estimate), else the constant `decay` (MONA's paper and code, MoCo,
+    ISD). Parameters only, as in the reference mean-teacher code: the teacher runs in train
+    mode and keeps its own BatchNorm statistics.
     """
-    alpha = min(1.0 - 1.0 / (step + 1), decay)
+    alpha = min(1.0 - 1.0 / (step + 1), decay) if warmup else decay
     teacher_params = list(teacher.parameters())
     student_params = [p.detach() for p in student.parameters()]
     torch._foreach_mul_(teacher_params, alpha)

@@ -227,7 +227,7 @@ def test_moco_queue_is_fifo_of_the_keys_and_the_key_encoder_is_the_ema(processed
         moco.train_step(trainer.make_batch(step), step)["loss"].backward()
         optimizer.step()
         moco.after_step(step)
-        alpha = min(1 - 1 / (step + 1), MoCo.momentum)
+        alpha = MoCo.momentum  # constant, as MoCo (no warm-up)
         for teacher, old, student in (
             (moco.teacher, before, moco.student),
             (moco.teacher_global_head, head_before, moco.global_head),

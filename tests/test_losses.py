@@ -43,3 +43,6 @@ def test_ema_update_uses_the_warm_up_alpha():
     before = teacher.weight.detach().clone()
     ema_update(teacher, student, step=10_000, decay=0.99)
     assert torch.allclose(teacher.weight, 0.99 * before + 0.01 * student.weight)
+    before = teacher.weight.detach().clone()
+    ema_update(teacher, student, step=1, decay=0.99, warmup=False)  # MONA's constant 0.99
+    assert torch.allclose(teacher.weight, 0.99 * before + 0.01 * student.weight)

@@ -447,3 +447,22 @@ def test_registration_describes_two_stages_and_paper_defaults():
     )
     assert "glcon" in FRAMEWORKS and d["pretrain_framework"] == "glcon"
     assert "k" not in cls.finetune_only and {"lambda1", "nn_k", "embed_dim"} <= cls.finetune_only
+
+
+def test_stage_two_teacher_is_a_constant_0_99_ema_from_the_first_step(
+    processed_acdc, pretrained, tmp_path
+):
+    spec = make_spec(processed_acdc, tmp_path, "finetune", hparams=dict(STAGE2),
+                     previous_stage=pretrained / "model.pt")  # fmt: skip
+    trainer = Trainer(spec, tiny_config())
+    method = trainer.method
+    gradients_of_one_step(trainer, 0)
+    torch.optim.SGD(method.student.parameters(), lr=0.5).step()
+    before = [p.detach().clone() for p in method.teacher.parameters()]
+    method.after_step(0)  # a warm-up alpha would be 0 here: the teacher a copy of the student
+    moved = False
+    for t, b, s in zip(method.teacher.parameters(), before, method.student.parameters(),
+                       strict=True):  # fmt: skip
+        assert torch.allclose(t, 0.99 * b + 0.01 * s, atol=1e-6)
+        moved |= not torch.equal(t, s)
+    assert moved

@@ -38,9 +38,9 @@ The objectives:
 Where the paper is silent: queues and banks take GLCon's size (`memory_size` = 36), not the
 65536 of ImageNet training; every framework shares GLCon's settings `proj_dim`, `k`, `view_set`,
 `view_size`, `tau_s`, `tau_t`; the momenta and temperatures of MoCo v2, SimCLR and BYOL are
-their papers' (class constants, not config keys); every teacher follows
-`mona.losses.ema_update`'s ramp; losses are one-directional (the student sees the query view
-only) except SimCLR's NT-Xent, which is symmetric by definition.
+their papers' (class constants, not config keys); every momentum is constant, as in MoCo,
+ISD and GLCon (BYOL's cosine rise from 0.996 to 1 is left out); losses are one-directional
+(the student sees the query view only) except SimCLR's NT-Xent, which is symmetric by definition.
 """
 
 from __future__ import annotations
@@ -196,9 +196,12 @@ class InstanceFramework(PretrainFramework):
     def after_step(self, step: int) -> None:
         if self.momentum is None:
             return
-        ema_update(self.teacher, self.student, step, self.momentum)
-        ema_update(self.teacher_global_head, self.global_head, step, self.momentum)
-        ema_update(self.teacher_local_head, self.local_head, step, self.momentum)
+        for teacher, student in (
+            (self.teacher, self.student),
+            (self.teacher_global_head, self.global_head),
+            (self.teacher_local_head, self.local_head),
+        ):
+            ema_update(teacher, student, step, self.momentum, warmup=False)
 
 
 @register_framework("moco")

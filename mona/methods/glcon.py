@@ -28,7 +28,8 @@ student's similarity distribution (temperature tau_s) is taught the teacher's (t
   (the mined positives); the student's spans every anchor, so the other anchors are pushed
   away. With `k` >= the number of anchors this is plain ISD.
 - Loss: `sup + L_global + L_local`, `sup` on the labeled weak view. The teacher (backbone and
-  projection heads, not the predictors) is the EMA of the student with decay `ema`.
+  projection heads, not the predictors) is the EMA of the student with the constant decay
+  `ema` (the paper's xi = 0.99 xi + 0.01 theta and the official code; no warm-up).
 
 Where the paper and the official code differ: tau_t is 0.01 in the paper, 0.1 in the code
 (`tau_t`, default the paper's); the code takes 49 sliding 64-px crops, the paper "36 random
@@ -325,6 +326,9 @@ class GLCon(PretrainFramework):
 
     def after_step(self, step: int) -> None:
         decay = float(self.hp["ema"])
-        ema_update(self.teacher, self.student, step, decay)
-        ema_update(self.teacher_global_head, self.global_head, step, decay)
-        ema_update(self.teacher_local_head, self.local_head, step, decay)
+        for teacher, student in (
+            (self.teacher, self.student),
+            (self.teacher_global_head, self.global_head),
+            (self.teacher_local_head, self.local_head),
+        ):
+            ema_update(teacher, student, step, decay, warmup=False)

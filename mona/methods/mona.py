@@ -6,7 +6,8 @@ Stage "pretrain" (any stage other than "finetune", so a one-stage benchmark meas
 framework named by `pretrain_framework` (`mona.methods.glcon`; GLCon by default).
 
 Stage "finetune" starts from stage 1's student: its weights go into both the student and the
-EMA teacher (decay `ema`). Per step, with `sup` on the labeled weak view:
+EMA teacher (constant decay `ema`, no warm-up, as the paper and the official code). Per step,
+with `sup` on the labeled weak view:
 - Views of the unlabeled slices: the engine's weak view, or a strong view (weak + a
   diffeomorphic warp, contrast/brightness jitter, blur and CutMix), for the student and the
   teacher as `student_aug` / `teacher_aug` say (paper default weak / strong, Table 3). One warp
@@ -198,9 +199,10 @@ class Mona(Method):
         if self.stage == "pretrain":
             self.pretrain.after_step(step)
             return
-        ema_update(self.teacher, self.student, step, float(self.hp["ema"]))
+        decay = float(self.hp["ema"])
+        ema_update(self.teacher, self.student, step, decay, warmup=False)  # constant, as the paper
         if hasattr(self, "rep_head"):
-            ema_update(self.teacher_rep_head, self.rep_head, step, float(self.hp["ema"]))
+            ema_update(self.teacher_rep_head, self.rep_head, step, decay, warmup=False)
 
     def train_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         if self.stage == "pretrain":
