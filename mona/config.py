@@ -284,5 +284,18 @@ def step_settings(
             **{s: switches[s] for s in TRAINING_SWITCHES},
         }
     if step == "evaluate":
-        return {s: switches[s] for s in EVALUATION_SWITCHES}
+        settings: dict[str, Any] = {s: switches[s] for s in EVALUATION_SWITCHES}
+        if method is not None:
+            # what made the weights: a metrics.json is current only if they are, so a failed
+            # or killed retrain under new settings can never leave the old scores standing
+            from mona.registry import load_methods
+
+            stages = load_methods(tuple(config.get("plugins", [])))[
+                split_variant(method)[0]
+            ].stages
+            upto = stages[: stages.index(stage) + 1] if stage else stages
+            settings["training"] = {
+                name: step_settings(config, "train", dataset, method, name) for name in upto
+            }
+        return settings
     raise ValueError(f"unknown DAG step {step!r}")

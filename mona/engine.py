@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -28,7 +29,16 @@ from tqdm import tqdm
 from mona.augment import AugmentConfig, Augmenter
 from mona.data.slices import EpochSampler, SliceStore
 from mona.evaluate.inference import mean_foreground_dice, predict_volume
-from mona.io import read_json, save_torch, write_json
+from mona.io import (
+    UnreadableFileError,
+    file_digest,
+    load_array,
+    load_torch,
+    read_json,
+    remove_orphans,
+    save_torch,
+    write_json,
+)
 from mona.method import Batch, Method, MethodContext
 from mona.provenance import environment
 from mona.registry import get_method
@@ -183,7 +193,7 @@ class Trainer:
         if config.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
         if spec.previous_stage is not None:
-            previous = torch.load(spec.previous_stage, map_location=self.device)
+            previous = load_torch(spec.previous_stage, map_location=self.device)
             self.method.start_from(previous["method_state"])
         self.optimizers = self.method.configure_optimizers(
             config.lr, config.momentum, config.weight_decay
@@ -278,8 +288,21 @@ class Trainer:
         return self.spec.run_dir / "checkpoint.pt"
 
     def fingerprint(self) -> str:
-        """What a checkpoint must match to be resumed: settings, labeled set, start weights."""
+        """What a checkpoint must match to be resumed.
+
+        The settings, the labeled set, the code version, the bytes of the data the run reads
+        (manifest and the arrays of its training patients) and of the previous stage's
+        weights: a changed image, a retrained stage 1 or an edited harness never resume old
+        weights.
+        """
         spec = self.spec
+        train = set(spec.split["train"])
+        arrays = [
+            spec.processed_dir / case[key]
+            for case in self.manifest["cases"]
+            if case["patient_id"] in train
+            for key in ("image", "label")
+        ]
         identity = {
             "train": asdict(self.config),
             "hparams": spec.hparams,
@@ -288,15 +311,18 @@ class Trainer:
             "method": spec.method,
             "stage": spec.stage,
             "seed": spec.seed,
-            "previous": str(spec.previous_stage) if spec.previous_stage else None,
+            "code": environment(self.device).get("code_version"),
+            "data": file_digest([spec.processed_dir / "manifest.json", *arrays]),
+            "previous": file_digest([spec.previous_stage]) if spec.previous_stage else None,
         }
         text = json.dumps(identity, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _save_checkpoint(self, step: int, best: dict) -> None:
+        self._check_weights(step)
         save_torch(
             {
-                "fingerprint": self.fingerprint(),
+                "fingerprint": self._fingerprint,
                 "step": step,
                 "method_state": self.method.state_dict(),
                 "optimizers": [o.state_dict() for o in self.optimizers],
@@ -305,21 +331,54 @@ class Trainer:
             self.checkpoint_path,
         )
 
+    def _set_aside(self, reason: str) -> None:
+        """Move an unusable checkpoint out of the way (kept for inspection), say so."""
+        aside = self.checkpoint_path.with_name(f"checkpoint.{reason}.pt")
+        os.replace(self.checkpoint_path, aside)
+        print(f"{self.checkpoint_path}: {reason}; moved to {aside.name}, starting afresh",
+              file=sys.stderr)  # fmt: skip
+
     def _resume(self) -> tuple[int, dict]:
+        """(step, best) of a matching unfinished checkpoint; a fresh start otherwise.
+
+        A finished run's checkpoint is never resumed: a run asked for again (a forced rerun,
+        a deleted model.pt) trains again rather than serve the weights it made before.
+        """
         fresh = 0, {"score": -math.inf, "step": None}
         if not self.checkpoint_path.exists():
             return fresh
-        state = torch.load(self.checkpoint_path, map_location=self.device)
-        if state.get("fingerprint") != self.fingerprint():
-            print(
-                f"{self.checkpoint_path}: written under other settings; starting afresh",
-                file=sys.stderr,
-            )
+        try:
+            state = load_torch(self.checkpoint_path, map_location=self.device)
+        except UnreadableFileError:
+            self._set_aside("unreadable")
+            return fresh
+        if state.get("fingerprint") != self._fingerprint:
+            self._set_aside("stale")
+            return fresh
+        if state["step"] >= self.iterations:
+            print(f"{self.checkpoint_path}: a finished run; training again from step 0",
+                  file=sys.stderr)  # fmt: skip
             return fresh
         self.method.load_state_dict(state["method_state"])
         for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
             optimizer.load_state_dict(saved)
         return state["step"], state["best"]
+
+    def _trim_log(self, path: Path, step: int) -> None:
+        """Drop the log records a killed run wrote after its last checkpoint (they repeat)."""
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by the kill
+            if record.get("step", 0) <= step or "event" in record:
+                kept.append(line)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(tmp, path)
 
     # validation ---------------------------------------------------------------------------
     def validate(self) -> float:
@@ -329,8 +388,8 @@ class Trainer:
         net.eval()
         scores = []
         for case in self.val_cases:
-            images = np.load(self.spec.processed_dir / case["image"], mmap_mode="r")
-            labels = np.load(self.spec.processed_dir / case["label"], mmap_mode="r")
+            images = load_array(self.spec.processed_dir / case["image"], mmap_mode="r")
+            labels = load_array(self.spec.processed_dir / case["label"], mmap_mode="r")
             pred = predict_volume(net, images, self.device)
             ref = torch.from_numpy(np.array(labels)).to(pred.device)
             scores.append(mean_foreground_dice(pred, ref, self.manifest["num_classes"]))
@@ -341,11 +400,19 @@ class Trainer:
     def run(self) -> dict:
         spec, config = self.spec, self.config
         spec.run_dir.mkdir(parents=True, exist_ok=True)
+        for orphan in remove_orphans(spec.run_dir):
+            print(f"removed {orphan}, left by a killed write", file=sys.stderr)
+        self._fingerprint = self.fingerprint()
         start_step, best = self._resume()
         select_best = spec.protocol.get("checkpoint", "last") == "best_val"
         if select_best and not self.val_cases:
             raise ValueError("checkpoint: best_val needs validation patients in the split")
-        log = (spec.run_dir / "log.jsonl").open("a")
+        log_path = spec.run_dir / "log.jsonl"
+        if start_step:
+            self._trim_log(log_path, start_step)
+        elif log_path.exists():
+            log_path.unlink()
+        log = log_path.open("a")
         if start_step:
             log.write(json.dumps({"event": "resume", "step": start_step}) + "\n")
             print(f"resuming {spec.run_dir} from step {start_step}", file=sys.stderr)
@@ -406,6 +473,7 @@ class Trainer:
                     best = {"score": score, "step": done}
                     self._save_model(spec.run_dir / "best.pt")
             if done % config.checkpoint_every == 0 or last:
+                self._check_finite(bad, losses, done)
                 self._save_checkpoint(done, best)
         bar.close()
         log.close()
@@ -418,11 +486,18 @@ class Trainer:
         else:
             self._save_model(final)
         record_path = spec.run_dir / "train.json"
-        if start_step == self.iterations and record_path.exists():
-            return read_json(record_path)  # finished before; only model.pt was rewritten
         record = self.record(seconds, start_step, best if select_best else None)
         write_json(record, record_path)
         return record
+
+    def _check_weights(self, step: int) -> None:
+        """Refuse to checkpoint non-finite weights (a later resume would start from them)."""
+        values = [v for v in self.method.state_dict().values() if v.is_floating_point()]
+        if values and not bool(torch.stack([torch.isfinite(v).all() for v in values]).all()):
+            raise NonFiniteLossError(
+                f"{self.spec.run_dir}: non-finite weights at step {step}; not checkpointed (the "
+                "last checkpoint is kept), lower the learning rate or check the inputs"
+            )
 
     def _check_finite(self, bad: torch.Tensor, losses: dict, step: int) -> None:
         if bool(bad):

@@ -8,6 +8,7 @@ listed and exit code 2, not a traceback.
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,15 +151,52 @@ def evaluate(smk: Any) -> None:
     switches = protocol(smk.config, smk.wildcards.dataset)
     for model, out in zip(smk.input.models, smk.output, strict=True):
         model = Path(model)
+        record = read_json(model.parent / "train.json")
+        check_trained_as_configured(smk.config, smk.wildcards.method, record,
+                                    model.parent / "train.json")  # fmt: skip
         evaluate_run(
             model,
             Path(smk.input.manifest).parent,
             split_data,
             switches,
-            read_json(model.parent / "train.json"),
+            record,
             Path(out),
             workers=smk.threads,
         )
+
+
+def check_trained_as_configured(config: dict, method: str, record: dict, path: Path) -> None:
+    """Refuse to score weights that the current config's settings did not make."""
+    from dataclasses import asdict
+
+    from mona.config import BOOKKEEPING, method_hparams, split_variant, train_config
+    from mona.registry import load_methods
+
+    cls = load_methods(tuple(config.get("plugins", [])))[split_variant(method)[0]]
+    expected_train = asdict(train_config(config, method))
+    expected_hparams = {**cls.defaults, **method_hparams(config, method)}
+    problems = []
+    for key, value in expected_train.items():
+        recorded = record.get("train", {}).get(key)
+        if key not in BOOKKEEPING and _normal(recorded) != _normal(value):
+            problems.append(f"train.{key} {recorded!r} (config: {value!r})")
+    if record.get("stage") == cls.stages[-1]:
+        for key, value in expected_hparams.items():
+            recorded = record.get("hparams", {}).get(key)
+            if _normal(recorded) != _normal(value):
+                problems.append(f"{key} {recorded!r} (config: {value!r})")
+    if problems:
+        raise DataError(
+            [f"{path}: these weights were trained under other settings: "
+             + ", ".join(problems[:5]) + "; rerun the train rule (--forcerun train)"]
+        )  # fmt: skip
+
+
+def _normal(value: Any) -> Any:
+    """JSON's view of a value (tuples as lists, ints as floats) for comparing records."""
+    import json
+
+    return json.loads(json.dumps(value, default=str))
 
 
 def aggregate(smk: Any) -> None:
@@ -187,6 +225,12 @@ def main(step: Callable[[Any], None], smk: Any) -> None:
         for stream in {terminal, sys.stderr}:
             print("\n".join(lines), file=stream)
         sys.exit(2)
+    except Exception:
+        # into the rule's log before the streams are restored, or the log stays empty
+        text = traceback.format_exc()
+        for stream in {terminal, sys.stderr}:
+            print(text, file=stream, end="")
+        sys.exit(1)
     finally:
         if log is not None:
             sys.stdout, sys.stderr = sys.__stdout__, terminal

@@ -156,3 +156,24 @@ def test_a_throwaway_baseline_from_a_plugin_file_is_planned_by_the_dag(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "method=throwaway" in result.stdout
     assert "runs/acdc/throwaway/r10/s1/metrics.json" in result.stdout
+
+
+def test_a_failed_retrain_never_leaves_its_old_scores_standing(tmp_path):
+    config = tiny_config()
+    config["tables"]["table1"]["methods"] = ["unet_l"]
+    config["seeds"] = [0]
+    assert run_dag(tmp_path, config, "results/table1.csv").returncode == 0
+    diverging = tiny_config()
+    diverging["tables"]["table1"]["methods"] = ["unet_l"]
+    diverging["seeds"] = [0]
+    diverging["train"].update(iterations=4, lr=1e12)
+    failed = run_dag(tmp_path, diverging, "results/table1.csv")
+    assert failed.returncode != 0
+    assert not (tmp_path / "runs/acdc/unet_l/r10/s0/train/model.pt").exists()
+    log = (tmp_path / "runs/acdc/unet_l/r10/train.train.log").read_text()
+    assert "NonFiniteLossError" in log and "non-finite" in log  # the cause is in the rule's log
+    # the old metrics.json is still on disk, but the table must not be built from it
+    again = run_dag(tmp_path, diverging, "results/table1.csv", "-n", "--quiet", "rules")
+    assert again.returncode == 0, again.stderr[-3000:]
+    planned = dict(re.findall(r"^(\w+)\s+(\d+)$", again.stdout, re.M))
+    assert planned.get("train") == "1" and planned.get("evaluate") == "1", again.stdout

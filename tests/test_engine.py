@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from mona.data.splits import labeled_subset, make_split
 from mona.engine import NonFiniteLossError, RunSpec, TrainConfig, Trainer
-from mona.io import read_json, write_json
+from mona.io import UnreadableFileError, load_array, load_torch, read_json, write_json
 
 SMALL = {"widths": [4, 8, 16, 32, 64], "image_size": 32, "log_every": 2, "checkpoint_every": 3}
 
@@ -52,7 +55,7 @@ def test_unet_l_trains_moves_the_loss_and_writes_its_record(processed_acdc, tmp_
     assert losses[-1] < losses[0]
     saved = torch.load(tmp_path / "model.pt")
     assert saved["method"] == "unet_l" and saved["num_classes"] == 4
-    assert torch.load(tmp_path / "checkpoint.pt")["step"] == 12  # a finished run resumes to its end
+    assert torch.load(tmp_path / "checkpoint.pt")["step"] == 12
     for key in ("method", "dataset", "ratio", "seed", "iterations", "code_version", "device"):
         assert key in record
     # supervised methods read labeled slices only, with the whole batch
@@ -170,6 +173,8 @@ def test_killed_run_resumes_and_ends_with_the_uninterrupted_weights(processed_ac
     subprocess.run(_cli_train(config_path, processed_acdc, split_path, killed), check=True)
     log = (killed / "log.jsonl").read_text()
     assert '"event": "resume"' in log
+    steps = [json.loads(line)["step"] for line in log.splitlines() if '"loss"' in line]
+    assert steps == sorted(set(steps)), "steps after the last checkpoint are logged twice"
 
     a = torch.load(whole / "model.pt")["method_state"]
     b = torch.load(killed / "model.pt")["method_state"]
@@ -178,16 +183,100 @@ def test_killed_run_resumes_and_ends_with_the_uninterrupted_weights(processed_ac
         assert torch.equal(a[key], b[key]), key
 
 
-def test_a_finished_run_rewrites_its_model_without_training_and_stale_checkpoints_are_ignored(
+def test_a_finished_run_asked_again_trains_again_and_stale_checkpoints_are_set_aside(
     processed_acdc, tmp_path
 ):
     first, record = train(processed_acdc, tmp_path, "unet_l", iterations=3)
-    weights = torch.load(tmp_path / "model.pt")["inference_state"]
-    (tmp_path / "model.pt").unlink()  # what Snakemake does before re-running a job
+    (tmp_path / "model.pt").unlink()  # what Snakemake does before re-running a job (-F)
     again, record_again = train(processed_acdc, tmp_path, "unet_l", iterations=3)
-    assert record_again == record  # nothing retrained, the record kept
-    rewritten = torch.load(tmp_path / "model.pt")["inference_state"]
-    assert all(torch.equal(weights[k], rewritten[k]) for k in weights)
+    assert record_again["resumed_from"] == 0  # really retrained, not served from checkpoint.pt
+    assert '"event": "resume"' not in (tmp_path / "log.jsonl").read_text()
     # other settings (here: more iterations) must not resume from this checkpoint
     longer, longer_record = train(processed_acdc, tmp_path, "unet_l", iterations=4)
     assert longer_record["resumed_from"] == 0
+    assert (tmp_path / "checkpoint.stale.pt").exists()
+
+
+def _partial_run(processed: Path, run_dir: Path, **kw) -> Trainer:
+    """A run of 6 iterations stopped after its checkpoint at step 3."""
+    config = TrainConfig(iterations=6, batch_labeled=2, batch_unlabeled=2, **SMALL)
+    trainer = Trainer(make_spec(processed, run_dir, "unet_l", **kw), config)
+    trainer.iterations = 3
+    trainer.run()
+    return Trainer(make_spec(processed, run_dir, "unet_l", **kw), config)
+
+
+def test_changed_training_data_or_previous_weights_never_resume(processed_acdc, tmp_path):
+    resumed = _partial_run(processed_acdc, tmp_path / "same")
+    assert resume_step(resumed) == 3  # nothing changed: resumes
+    data = tmp_path / "data"
+    shutil.copytree(processed_acdc, data)
+    trainer = _partial_run(data, tmp_path / "changed")
+    manifest = read_json(data / "manifest.json")
+    patient = trainer.spec.labeled["patients"][0]
+    case = next(c for c in manifest["cases"] if c["patient_id"] == patient)
+    image = np.load(data / case["image"])
+    np.save(data / case["image"], image + 0.5)  # the labeled patient's raw image changed
+    assert resume_step(trainer) == 0
+    previous = tmp_path / "stage1.pt"
+    torch.save({"a": torch.zeros(1)}, previous)
+    trainer = _partial_run(processed_acdc, tmp_path / "prev", previous_stage=None)
+    spec = trainer.spec
+    first = Trainer.fingerprint(_with_previous(trainer, previous))
+    torch.save({"a": torch.ones(1)}, previous)  # stage 1 retrained, same path
+    assert Trainer.fingerprint(_with_previous(trainer, previous)) != first
+    assert spec.previous_stage is None
+
+
+def resume_step(trainer: Trainer) -> int:
+    trainer._fingerprint = trainer.fingerprint()
+    return trainer._resume()[0]
+
+
+def _with_previous(trainer: Trainer, previous: Path) -> Trainer:
+    trainer.spec = RunSpec(**{**trainer.spec.__dict__, "previous_stage": previous})
+    return trainer
+
+
+def test_unreadable_checkpoint_is_set_aside_and_the_run_starts_afresh(processed_acdc, tmp_path):
+    trainer = _partial_run(processed_acdc, tmp_path)
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # truncated by a full disk
+    (tmp_path / ".model.pt.tmp-999999").write_bytes(b"half")  # a killed write's leftover
+    record = trainer.run()
+    assert record["resumed_from"] == 0
+    assert (tmp_path / "checkpoint.unreadable.pt").exists()
+    assert not (tmp_path / ".model.pt.tmp-999999").exists()
+    assert torch.load(tmp_path / "model.pt")["method"] == "unet_l"
+
+
+def test_non_finite_weights_are_never_checkpointed(processed_acdc, tmp_path):
+    config = TrainConfig(iterations=20, batch_labeled=2, batch_unlabeled=2, lr=1e12,
+                         widths=[4, 8, 16, 32, 64], image_size=32, log_every=10,
+                         checkpoint_every=2)  # fmt: skip
+    trainer = Trainer(make_spec(processed_acdc, tmp_path, "unet_l"), config)
+    with pytest.raises(NonFiniteLossError):
+        trainer.run()
+    checkpoint = tmp_path / "checkpoint.pt"
+    if checkpoint.exists():
+        state = torch.load(checkpoint)["method_state"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+        assert torch.load(checkpoint)["step"] < 10
+
+
+def test_truncated_artefacts_name_their_file(processed_acdc, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(processed_acdc, data)
+    manifest = read_json(data / "manifest.json")
+    array = data / manifest["cases"][0]["image"]
+    array.write_bytes(array.read_bytes()[:200])
+    with pytest.raises(UnreadableFileError, match=re.escape(str(array))):
+        load_array(array, mmap_mode="r")
+    (data / "manifest.json").write_text('{"cases": [')
+    with pytest.raises(UnreadableFileError, match="manifest.json"):
+        Trainer(make_spec(data, tmp_path / "run", "unet_l"), TrainConfig())
+    model = tmp_path / "model.pt"
+    torch.save({"a": torch.zeros(3)}, model)
+    model.write_bytes(model.read_bytes()[:50])
+    with pytest.raises(UnreadableFileError, match="model.pt"):
+        load_torch(model)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mona.io import load_array
+
 CACHE_LIMIT_BYTES = 2 * 1024**3
 
 
@@ -34,8 +36,8 @@ class SliceStore:
         volume, slice_index, position = [], [], []
         for v, (case_id, indices) in enumerate(sorted(case_slices.items())):
             case = cases[case_id]
-            self._images.append(np.load(processed_dir / case["image"], mmap_mode="r"))
-            self._labels.append(np.load(processed_dir / case["label"], mmap_mode="r"))
+            self._images.append(load_array(processed_dir / case["image"], mmap_mode="r"))
+            self._labels.append(load_array(processed_dir / case["label"], mmap_mode="r"))
             volume += [v] * len(indices)
             slice_index += list(indices)
             position += [(i + 1) / case["slices"] for i in indices]

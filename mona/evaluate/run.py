@@ -16,12 +16,12 @@ from tqdm import tqdm
 
 from mona.evaluate.inference import predict_volume, to_original_grid
 from mona.evaluate.metrics import score_cases_parallel, summarize
-from mona.io import read_json, write_json
+from mona.io import load_array, load_torch, read_json, write_json
 from mona.models import build_backbone
 
 
 def load_inference_net(model_path: Path, device: torch.device) -> torch.nn.Module:
-    saved = torch.load(model_path, map_location=device)
+    saved = load_torch(model_path, map_location=device)
     backbone = saved["backbone"]
     net = build_backbone(
         backbone["name"], 1, saved["num_classes"], backbone["widths"], backbone["upsample"]
@@ -36,7 +36,7 @@ def predict_cases(
     """Predicted label volumes on each case's original grid, one at a time."""
     net = load_inference_net(model_path, device)
     for case in tqdm(cases, desc="inference", disable=None, leave=False):
-        images = np.load(processed_dir / case["image"], mmap_mode="r")
+        images = load_array(processed_dir / case["image"], mmap_mode="r")
         labels = predict_volume(net, images, device)
         yield to_original_grid(labels, tuple(case["original_shape"]))
 
@@ -63,7 +63,7 @@ def evaluate_run(
     device = pick_device()
     predictions = predict_cases(model_path, processed_dir, cases, device)
     pairs = (
-        (pred, np.load(processed_dir / case["gt"]), case["spacing"])
+        (pred, load_array(processed_dir / case["gt"]), case["spacing"])
         for pred, case in zip(predictions, cases, strict=True)
     )
     scores = score_cases_parallel(

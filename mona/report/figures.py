@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mona.errors import DataError
-from mona.io import atomic_path, read_json
+from mona.io import atomic_path, load_array, read_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -192,7 +192,7 @@ def choose_slices(
         used.add(case["case_id"])
         depth = case["original_shape"][0]
         if slice_request == "auto":
-            truth = np.load(processed_dir / case["gt"], mmap_mode="r")
+            truth = load_array(processed_dir / case["gt"], mmap_mode="r")
             index = best_slice(truth, manifest["num_classes"])
         elif 0 <= int(slice_request) < depth:
             index = int(slice_request)
@@ -262,8 +262,8 @@ def load_rows(
     scores = [read_json(p) for p in metrics]
     rows = []
     for case, index in picks:
-        images = np.load(processed_dir / case["image"], mmap_mode="r")
-        truth = np.asarray(np.load(processed_dir / case["gt"], mmap_mode="r")[index])
+        images = load_array(processed_dir / case["image"], mmap_mode="r")
+        truth = np.asarray(load_array(processed_dir / case["gt"], mmap_mode="r")[index])
         rows.append(
             PanelRow(
                 case_id=case["case_id"],

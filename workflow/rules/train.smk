@@ -31,7 +31,7 @@ rule evaluate:
     output:
         seed_paths("metrics.json"),
     params:
-        settings=lambda w: step_settings(config, "evaluate", w.dataset),
+        settings=lambda w: step_settings(config, "evaluate", w.dataset, w.method),
     log:
         "runs/{dataset}/{method}/r{ratio}/evaluate.log",
     benchmark:
@@ -52,7 +52,7 @@ rule evaluate_stage:
     output:
         seed_paths("{stage}/metrics.json"),
     params:
-        settings=lambda w: step_settings(config, "evaluate", w.dataset),
+        settings=lambda w: step_settings(config, "evaluate", w.dataset, w.method, w.stage),
     log:
         "runs/{dataset}/{method}/r{ratio}/{stage}.evaluate.log",
     benchmark:
