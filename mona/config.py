@@ -7,6 +7,7 @@ table datasets, and protocol values that depend on the dataset.
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -211,12 +212,14 @@ def check_config(config: dict) -> None:
         if key not in methods:
             problems.append(f"config methods.{key}: unknown method")
             continue
-        for name in values or {}:
+        for name, value in (values or {}).items():
             if name not in methods[key].defaults:
                 problems.append(
                     f"config methods.{key}.{name}: unknown hyperparameter "
                     f"(known: {', '.join(sorted(methods[key].defaults)) or 'none'})"
                 )
+            elif problem := _type_problem(methods[key].defaults[name], value):
+                problems.append(f"config methods.{key}.{name}: {value!r} {problem}")
     for table, spec in config.get("tables", {}).items():
         for dataset in spec["datasets"]:
             if dataset not in config["datasets"]:
@@ -231,14 +234,93 @@ def check_config(config: dict) -> None:
         if dataset["raw"] == "synthetic" and "synthetic" not in dataset:
             problems.append(f"config datasets.{name}: raw is 'synthetic' but no synthetic section")
         split = protocol(config, name)["split"]
+        key = f"datasets.{name}.split" if "split" in dataset else "protocol.split"
         if split == "ssl4mis" and dataset["kind"] != "acdc":
             problems.append(f"config datasets.{name}: split 'ssl4mis' exists for ACDC only")
+        elif split not in ("paper", "ssl4mis") and not Path(split).is_file():
+            problems.append(
+                f"config {key}: {split!r} is neither 'paper', 'ssl4mis' nor an existing "
+                "JSON split file"
+            )
+        fractions = dataset.get("fractions")
+        if fractions is not None:
+            if len(fractions) != 3 or any(f < 0 for f in fractions):
+                problems.append(
+                    f"config datasets.{name}.fractions: three shares >= 0 (train, val, test), "
+                    f"got {fractions}"
+                )
+            elif not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+                problems.append(
+                    f"config datasets.{name}.fractions: must sum to 1, got {fractions} "
+                    f"(sum {sum(fractions):g})"
+                )
+    for method in sorted(planned_methods(config)):
+        problems.extend(run_method_problems(methods, method))
     try:
         augment_config(config)
     except ValueError as error:
         problems.append(f"config augment: {error}")
     if problems:
         raise DataError(problems)
+
+
+def ratio_names(config: dict) -> list[str]:
+    """The ratio folder names (`r{name}`) the config can ask for: its ratios, those of its
+    ablations and figures, and `all`."""
+    values = list(config.get("ratios", []))
+    for spec in (config.get("ablations") or {}).values():
+        if isinstance(spec, dict) and "ratio" in spec:
+            values.append(spec["ratio"])
+    for spec in ((config.get("figures") or {}).get("qualitative") or {}).values():
+        if isinstance(spec, dict) and "ratio" in spec:
+            values.append(spec["ratio"])
+    names = {str(int(v)) if float(v).is_integer() else str(v) for v in values}
+    return sorted(names) + ["all"]
+
+
+def planned_methods(config: dict) -> set[str]:
+    """Every run method name (with variants) the config's tables name."""
+    return {m for spec in config.get("tables", {}).values() for m in spec["methods"]}
+
+
+def run_method_problems(methods: dict, run_method: str) -> list[str]:
+    """What is wrong with a run's method name `name~key=value+...`: unknown method or key, or a
+    value that does not have its default's type (or is not finite)."""
+    try:
+        name, overrides = split_variant(run_method)
+    except ValueError as error:
+        return [f"run {run_method!r}: {error}"]
+    if name not in methods:
+        return [f"run {run_method!r}: unknown method {name!r}"]
+    defaults = methods[name].defaults
+    problems = []
+    for key, value in overrides.items():
+        if key not in defaults:
+            problems.append(
+                f"run {run_method!r}: {name} has no hyperparameter {key!r} "
+                f"(known: {', '.join(sorted(defaults)) or 'none'})"
+            )
+            continue
+        problem = _type_problem(defaults[key], value)
+        if problem:
+            problems.append(f"run {run_method!r}: {key}={value!r} {problem}")
+    return problems
+
+
+def _type_problem(default: Any, value: Any) -> str | None:
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "must be true or false"
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"must be a number (default {default!r})"
+        if not math.isfinite(value):
+            return "must be finite"
+        if isinstance(default, int) and not float(value).is_integer():
+            return f"must be a whole number (default {default!r})"
+        return None
+    if isinstance(default, str) and not isinstance(value, str):
+        return f"must be text (default {default!r})"
+    return None
 
 
 EVALUATION_SWITCHES = ("asd", "units", "empty")

@@ -177,3 +177,54 @@ def test_a_failed_retrain_never_leaves_its_old_scores_standing(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     planned = dict(re.findall(r"^(\w+)\s+(\d+)$", again.stdout, re.M))
     assert planned.get("train") == "1" and planned.get("evaluate") == "1", again.stdout
+
+
+def test_bad_values_are_refused_when_the_dag_is_planned_all_at_once(tmp_path):
+    bad = tiny_config()
+    bad["protocol"]["split"] = "papr"
+    bad["protocol"]["asd"] = "both"
+    bad["datasets"]["acdc"]["fractions"] = [0.9, 0.9, 0.9]
+    bad["methods"]["mt"] = {"ema_decay": "high"}
+    result = run_dag(tmp_path, bad, "results/table1.csv", "-n")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("  - config")]
+    assert len(lines) == 4, result.stderr[-2000:]  # every problem, once each, one line each
+    for key in ("protocol.split", "protocol.asd", "datasets.acdc.fractions", "methods.mt"):
+        assert any(key in line for line in lines), key
+    assert len(result.stderr) < 3000  # no schema dump
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("runs/acdc/mt~ema_decy=0.9/r10/s0/metrics.json", "no hyperparameter 'ema_decy'"),
+        ("runs/acdc/mt~ema_decay=.nan/r10/s0/metrics.json", "must be finite"),
+        ("runs/acdc/mt/r999/s0/metrics.json", "No rule to produce"),
+        ("runs/acdc/mt/r10.0/s0/metrics.json", "No rule to produce"),
+        ("runs/acdc/mt/r0/s0/metrics.json", "No rule to produce"),
+    ],
+)
+def test_targets_the_config_does_not_plan_are_refused(tmp_path, target, message):
+    result = run_dag(tmp_path, tiny_config(), target, "-n")
+    assert result.returncode != 0 and message in result.stderr + result.stdout
+
+
+def test_every_datasets_bad_raw_files_are_reported_in_one_run(tmp_path):
+    from mona.data.synthetic import generate
+
+    victims = []
+    config = tiny_config()
+    for name, seed in (("acdc", 0), ("second", 1)):
+        raw = tmp_path / f"raw_{name}"
+        generate("acdc", raw, patients=4, slices=(4, 4), size=32, seed=seed)
+        victim = sorted(raw.glob("training/patient003/*_gt.nii.gz"))[0]
+        victim.write_bytes(b"not a nifti file at all")
+        victims.append(victim)
+        config["datasets"][name] = {**config["datasets"]["acdc"], "raw": str(raw)}
+    config["tables"]["table1"]["datasets"] = ["acdc", "second"]
+    result = run_dag(tmp_path, config, "results/table1.csv", "--cores", "1")  # one at a time
+    assert result.returncode != 0
+    log = result.stderr + "".join(p.read_text() for p in tmp_path.rglob("*.log"))
+    for victim in victims:
+        assert str(victim) in log or victim.name in log, victim
+    assert str(victims[1].parent.parent.parent) in log

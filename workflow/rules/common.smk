@@ -5,20 +5,33 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from snakemake.utils import validate
-
-from mona.config import check_config, coerce_command_line, split_variant, step_settings
+from mona.config import (
+    check_config,
+    coerce_command_line,
+    ratio_names,
+    run_method_problems,
+    split_variant,
+    step_settings,
+    validate_schema,
+)
 from mona.errors import DataError
 from mona.registry import load_methods
 
 
 # `--config` hands nested values over as strings; give them the types the schema asks for
 config.update(coerce_command_line(config))
-validate(config, schema="../schemas/config.schema.yaml")
-try:
-    check_config(config)
-except DataError as error:
-    sys.exit("error: problems in the config:\n" + "\n".join(f"  - {m}" for m in error.messages))
+_config_problems = []
+for _check in (validate_schema, check_config):  # every error at once, one line each
+    try:
+        _check(config)
+    except DataError as error:
+        _config_problems += error.messages
+    except Exception:
+        if not _config_problems:  # the semantic checks may trip over what the schema refused
+            raise
+_config_problems = list(dict.fromkeys(_config_problems))
+if _config_problems:
+    sys.exit("error: problems in the config:\n" + "\n".join(f"  - {m}" for m in _config_problems))
 
 METHODS = load_methods(tuple(config.get("plugins", [])))
 RUN = "runs/{dataset}/{method}/r{ratio}/s{seed}"
@@ -27,7 +40,7 @@ RUN = "runs/{dataset}/{method}/r{ratio}/s{seed}"
 wildcard_constraints:
     dataset="[A-Za-z0-9_-]+",
     method="[A-Za-z0-9_.=+~-]+",
-    ratio=r"\d+(\.\d+)?|all",
+    ratio="|".join(re.escape(name) for name in ratio_names(config)),
     seed=r"\d+",
     stage="[a-z_]+",
     table="|".join(config["tables"]),
@@ -42,7 +55,14 @@ def raw_input(wildcards):
 
 
 def method_class(run_method):
-    """The registered class of a run's method (`name` or `name~key=value+...`)."""
+    """The registered class of a run's method (`name` or `name~key=value+...`).
+
+    A run name asked for directly (a target path) is checked like the config's: an unknown
+    method or hyperparameter, or a value of the wrong type, stops the planning.
+    """
+    problems = run_method_problems(METHODS, run_method)
+    if problems:
+        raise ValueError("; ".join(problems))
     return METHODS[split_variant(run_method)[0]]
 
 
