@@ -280,3 +280,12 @@ def test_truncated_artefacts_name_their_file(processed_acdc, tmp_path):
     model.write_bytes(model.read_bytes()[:50])
     with pytest.raises(UnreadableFileError, match="model.pt"):
         load_torch(model)
+
+
+@pytest.mark.parametrize("name", ["split.json", "train.json", "metrics.json", "manifest.json"])
+def test_truncated_json_artefacts_name_their_file(tmp_path, name):
+    path = tmp_path / name
+    write_json({"train": [1, 2, 3], "seed": 0}, path)
+    path.write_text(path.read_text()[:12])
+    with pytest.raises(UnreadableFileError, match=re.escape(str(path))):
+        read_json(path)
