@@ -112,3 +112,28 @@ def test_rows_carry_the_switches_their_runs_recorded_not_the_config(tmp_path):
     with pytest.raises(DataError, match=r"different empty \(official, strict\)") as error:
         write_table("table1", paths, tmp_path / "t.csv", tmp_path / "t.md", config)
     assert "2.json" in str(error.value)
+
+
+def test_a_row_above_the_all_labels_bound_beyond_its_spread_is_flagged(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["ratios"] = [5]
+    config["tables"]["table1"] = {"datasets": ["acdc"], "methods": ["unet_f", "mt", "em"]}
+    paths = [
+        fake_metrics(tmp_path / "f0.json", "acdc", "unet_f", "all", 0, 0.50, 1.0),
+        fake_metrics(tmp_path / "f1.json", "acdc", "unet_f", "all", 1, 0.52, 1.0),
+        # MT: mean 60, std 2 -> 10 points above the bound, more than 2 + 2: flagged
+        fake_metrics(tmp_path / "m0.json", "acdc", "mt", "5", 0, 0.58, 1.0),
+        fake_metrics(tmp_path / "m1.json", "acdc", "mt", "5", 1, 0.62, 1.0),
+        # EM: mean 55, std 7.07 -> 4 points above, within its spread + 2: not flagged
+        fake_metrics(tmp_path / "e0.json", "acdc", "em", "5", 0, 0.50, 1.0),
+        fake_metrics(tmp_path / "e1.json", "acdc", "em", "5", 1, 0.60, 1.0),
+    ]
+    frame = write_table("table1", paths, tmp_path / "t.csv", tmp_path / "t.md", config)
+    flags = dict(zip(frame.method_id, frame.flag, strict=True))
+    assert flags["unet_f"] == "" and flags["em"] == ""
+    assert "MT at 5 % (60.0 DSC) beats UNet-F" in flags["mt"] and "(51.0)" in flags["mt"]
+    csv = pd.read_csv(tmp_path / "t.csv", keep_default_na=False)
+    assert csv.flag.tolist() == frame.flag.tolist()
+    md = (tmp_path / "t.md").read_text()
+    assert "| MT (!) |" in md and "(!) 1 row(s) cannot be trusted:" in md
+    assert "| EM |" in md

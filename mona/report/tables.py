@@ -166,9 +166,41 @@ def build_table(table: str, metrics_paths: list[Path], config: dict) -> pd.DataF
                         "paper_asd": reported.asd_mm.iloc[0] if len(reported) else None,
                         **row_settings(config, dataset, runs_here),
                         "code_version": code_versions(runs_here),
+                        "all_labels": cls.labeled_pool == "all",
                     }
                 )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame["flag"] = bound_flags(frame) if len(frame) else []
+    return frame.drop(columns="all_labels")
+
+
+# A row above the all-labels bound by more than its own seed std plus this many DSC points
+# cannot be ranked: at that schedule the bound is not a bound.
+BOUND_MARGIN = 2.0
+
+
+def bound_flags(frame: pd.DataFrame) -> list[str]:
+    """Per row, a sentence if its DSC beats the all-labels bound (UNet-F) of its dataset by
+    more than its seed std + `BOUND_MARGIN` points; '' otherwise."""
+    flags = []
+    for row in frame.itertuples():
+        bound = frame[(frame.dataset == row.dataset) & frame.all_labels & frame.dsc_mean.notna()]
+        mean, std = row.dsc_mean, row.dsc_std
+        if row.all_labels or not len(bound) or mean is None or pd.isna(mean):
+            flags.append("")
+            continue
+        top = bound.iloc[0]
+        spread = 0.0 if std is None or pd.isna(std) else float(std)
+        if mean - top.dsc_mean > spread + BOUND_MARGIN:
+            flags.append(
+                f"{row.method} at {row.ratio_pct} % ({mean:.1f} DSC) beats {top.method}, "
+                f"trained on every label ({top.dsc_mean:.1f}), by more than its seed spread "
+                f"+ {BOUND_MARGIN:g} points: the all-labels bound is not converged or not a "
+                "bound here, so this row does not rank the methods."
+            )
+        else:
+            flags.append("")
+    return flags
 
 
 def settings_line(frame: pd.DataFrame) -> str:
@@ -255,13 +287,18 @@ def to_markdown(table: str, frame: pd.DataFrame, title: str | None = None) -> st
         "| asd excl. |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
+    flagged = [row.flag for row in frame.itertuples() if getattr(row, "flag", "")]
     for row in frame.itertuples():
+        mark = " (!)" if getattr(row, "flag", "") else ""
         lines.append(
-            f"| {row.dataset} | {row.ratio_pct} | {labeled(row)} | {row.method} | "
+            f"| {row.dataset} | {row.ratio_pct} | {labeled(row)} | {row.method}{mark} | "
             f"{cell(row.dsc_mean, row.dsc_std, 1)} | {paper_cell(row.paper_dsc, 1)} | "
             f"{cell(row.asd_mean, row.asd_std, 2)} | {paper_cell(row.paper_asd, 2)} | "
             f"{row.n_seeds} | {row.asd_excluded} |"
         )
+    if flagged:
+        lines += ["", f"(!) {len(flagged)} row(s) cannot be trusted:"]
+        lines += [f"- {flag}" for flag in flagged]
     return "\n".join(lines) + "\n"
 
 
