@@ -466,3 +466,23 @@ def test_stage_two_teacher_is_a_constant_0_99_ema_from_the_first_step(
         assert torch.allclose(t, 0.99 * b + 0.01 * s, atol=1e-6)
         moved |= not torch.equal(t, s)
     assert moved
+
+
+def test_official_direction_the_teacher_labels_the_weak_batch_the_student_the_strong_view(
+    processed_acdc, pretrained, tmp_path
+):
+    hparams = {**STAGE2, "student_aug": "strong", "teacher_aug": "weak", "tailness": False,
+               "consistency": False, "diversity": False}  # fmt: skip
+    spec = make_spec(processed_acdc, tmp_path, "finetune", hparams=hparams,
+                     previous_stage=pretrained / "model.pt")  # fmt: skip
+    trainer = Trainer(spec, tiny_config())
+    method = trainer.method
+    seen: dict[str, torch.Tensor] = {}
+    method.teacher.register_forward_pre_hook(lambda m, a: seen.setdefault("teacher", a[0]))
+    method.student.register_forward_pre_hook(lambda m, a: seen.setdefault("student", a[0]))
+    batch = trainer.make_batch(0)
+    method.train_step(batch, 0)
+    n = batch.num_labeled
+    assert torch.equal(seen["teacher"][n:], batch.unlabeled_image)  # pseudo-labels: weak
+    assert not torch.equal(seen["student"][n:], batch.unlabeled_image)  # trained on strong
+    assert torch.equal(seen["student"][:n], batch.labeled_image)

@@ -1,0 +1,121 @@
+"""Dice against iterations for the bounds (UNet-F, and UNet-L at the lowest ratio) of a config.
+
+    .venv/bin/python benchmarks/convergence.py                      # config/config.yaml
+    .venv/bin/python benchmarks/convergence.py --datasets acdc --multiples 1 2 4 \
+        --candidate "{image_size: 64, widths: [16, 32, 64, 128, 256], iterations: 600}"
+
+For each synthetic dataset of the config and each candidate `train:` setting (the config's own
+first, then every `--candidate`, a YAML mapping laid over it), trains UNet-F and UNet-L with
+the real engine at `iterations x m` for each multiple m (the schedule stretched, as a longer
+`train.iterations` would), scores the test patients as the DAG does, and prints one line per
+run: Dice (%), seconds, and whether UNet-F is at its plateau: within `--tolerance` points of
+its Dice at the largest multiple. Seed 0, one thread; no assertion, the numbers are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mona.config import protocol  # noqa: E402
+from mona.data.preprocess import preprocess  # noqa: E402
+from mona.data.splits import make_split  # noqa: E402
+from mona.data.synthetic import generate  # noqa: E402
+from mona.evaluate.run import evaluate_run  # noqa: E402
+from mona.io import read_json, write_json  # noqa: E402
+from mona.workflow import train_run  # noqa: E402
+
+
+def prepare(config: dict, dataset: str, image_size: int, root: Path) -> tuple[Path, Path]:
+    """Generated raw data, preprocessed at `image_size`, and the config's split of it."""
+    spec = config["datasets"][dataset]
+    synthetic = spec["synthetic"]
+    raw = root / "raw" / dataset
+    processed = root / f"processed{image_size}" / dataset
+    if not (processed / "manifest.json").exists():
+        if not raw.exists():
+            generate(spec["kind"], raw, patients=synthetic["patients"],
+                     slices=tuple(synthetic["slices"]), size=synthetic["size"],
+                     seed=synthetic.get("seed", 0))  # fmt: skip
+        preprocess(spec["kind"], raw, processed, image_size=image_size, progress=False)
+    switches = protocol(config, dataset)
+    split_path = processed.parent / f"{dataset}.split.json"
+    manifest = read_json(processed / "manifest.json")
+    fractions = spec.get("fractions", [0.6, 0.2, 0.2])
+    write_json(make_split(manifest, switches["split"], fractions, switches["split_seed"]),
+               split_path)  # fmt: skip
+    return processed, split_path
+
+
+def score(config, dataset, method, ratio, processed, split_path, run_dir) -> tuple[float, float]:
+    """(test Dice %, training seconds) of one run."""
+    started = time.perf_counter()
+    record = train_run(
+        config, dataset=dataset, method=method, ratio=ratio, seed=0, stage="train",
+        manifest_path=processed / "manifest.json", split_path=split_path, run_dir=run_dir,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    metrics = evaluate_run(
+        run_dir / "model.pt", processed, read_json(split_path), protocol(config, dataset),
+        record, run_dir / "metrics.json",
+    )  # fmt: skip
+    return 100.0 * metrics["summary"]["dsc"], seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("config/config.yaml"))
+    parser.add_argument("--datasets", nargs="*", default=None)
+    parser.add_argument("--candidate", action="append", default=[],
+                        help="YAML mapping of train: settings laid over the config's")  # fmt: skip
+    parser.add_argument("--multiples", nargs="*", type=int, default=[1, 4])
+    parser.add_argument("--tolerance", type=float, default=2.0)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    base = yaml.safe_load(args.config.read_text())
+    datasets = args.datasets or [
+        d for d, spec in base["datasets"].items() if spec["raw"] == "synthetic"
+    ]
+    candidates = [{}] + [yaml.safe_load(text) for text in args.candidate]
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="convergence-"))
+    lowest = str(min(base["ratios"]))
+    print(f"{'dataset':7} {'candidate':>9} {'method':7} {'iters':>6} {'dice %':>7} "
+          f"{'seconds':>8}  plateau")  # fmt: skip
+    for index, overrides in enumerate(candidates):
+        for dataset in datasets:
+            config = copy.deepcopy(base)
+            config["train"].update(overrides)
+            train = config["train"]
+            processed, split_path = prepare(config, dataset, train["image_size"], root)
+            for method, ratio in (("unet_f", "all"), ("unet_l", lowest)):
+                results = []
+                for multiple in sorted(args.multiples):
+                    run = copy.deepcopy(config)
+                    run["train"]["iterations"] = train["iterations"] * multiple
+                    run["train"]["stage_iterations"] = {}
+                    run_dir = root / f"c{index}" / dataset / method / f"x{multiple}"
+                    dice, seconds = score(run, dataset, method, ratio, processed, split_path,
+                                          run_dir)  # fmt: skip
+                    results.append((run["train"]["iterations"], dice, seconds))
+                final = results[-1][1]
+                for iterations, dice, seconds in results:
+                    plateau = "yes" if final - dice <= args.tolerance else "no"
+                    print(f"{dataset:7} {index:9d} {method:7} {iterations:6d} {dice:7.1f} "
+                          f"{seconds:8.1f}  {plateau if method == 'unet_f' else ''}",
+                          flush=True)  # fmt: skip
+    for index, overrides in enumerate(candidates):
+        print(f"candidate {index}: {overrides or 'the config as is'}")
+
+
+if __name__ == "__main__":
+    main()
