@@ -75,7 +75,7 @@ class CrossPseudoSupervision(Method):
         self, lr: float, momentum: float, weight_decay: float
     ) -> list[torch.optim.Optimizer]:
         return [
-            torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+            self.make_optimizer(net.parameters(), lr, momentum, weight_decay)
             for net in (self.net, self.net_2)
         ]
 

@@ -93,9 +93,7 @@ class DeepAdversarialNetwork(Method):
     def configure_optimizers(
         self, lr: float, momentum: float, weight_decay: float
     ) -> list[torch.optim.Optimizer]:
-        segmenter = torch.optim.SGD(
-            self.net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
-        )
+        segmenter = self.make_optimizer(self.net.parameters(), lr, momentum, weight_decay)
         beta1, beta2 = self.hp["discriminator_betas"]
         discriminator = ConstantLrAdam(
             self.discriminator.parameters(), self.hp["discriminator_lr"], (beta1, beta2)

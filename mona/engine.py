@@ -65,6 +65,7 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    optimizer: str = "sgd"
     schedule: str = "poly"
     poly_power: float = 0.9
     step_every: int = 2500
@@ -186,6 +187,7 @@ class Trainer:
                     else config.ramp_iterations(self.iterations)
                 ),
                 augmenter=self.augmenter,
+                optimizer=config.optimizer,
                 stage=spec.stage,
                 hparams=dict(spec.hparams),
             )

@@ -62,6 +62,7 @@ class MethodContext:
     # sets the steps during which the lr stays within 10x of its start, or the whole run where
     # a baseline follows its reference code's absolute ramps (`protocol.baselines`).
     ramp_iterations: int | None = None
+    optimizer: str = "sgd"  # `train.optimizer`: sgd (the paper's) | adamw
 
     def __post_init__(self) -> None:
         if self.ramp_iterations is None:
@@ -136,9 +137,18 @@ class Method(nn.Module, ABC):
     def configure_optimizers(
         self, lr: float, momentum: float, weight_decay: float
     ) -> list[SGD | torch.optim.Optimizer]:
-        """One SGD (`mona.optim.SGD`) over every trainable parameter; override for several."""
+        """One optimizer over every trainable parameter; override for several."""
         params = [p for p in self.parameters() if p.requires_grad]
-        return [SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)]
+        return [self.make_optimizer(params, lr, momentum, weight_decay)]
+
+    def make_optimizer(
+        self, params: Any, lr: float, momentum: float, weight_decay: float
+    ) -> SGD | torch.optim.Optimizer:
+        """The config's optimizer (`train.optimizer`) over `params`: SGD with momentum (the
+        paper's; `mona.optim.SGD`) or AdamW (betas 0.9 / 0.999, `momentum` unused)."""
+        if self.ctx.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
+        return SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
     def start_from(self, previous_stage: dict[str, torch.Tensor]) -> None:
         """Load the previous stage's method state (default: the whole state, strictly)."""

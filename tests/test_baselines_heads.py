@@ -19,6 +19,7 @@ from mona.data.splits import labeled_subset, make_split
 from mona.engine import RunSpec, TrainConfig, Trainer
 from mona.io import read_json
 from mona.method import Batch, MethodContext
+from mona.optim import SGD
 from mona.registry import get_method
 
 SMALL = {"widths": [4, 8, 16, 32, 64], "image_size": 32, "log_every": 1, "checkpoint_every": 100}
@@ -217,7 +218,7 @@ def test_urpc_predicts_at_the_last_four_decoder_scales_and_keeps_the_backbone_he
 def test_dan_segmenter_and_discriminator_have_their_own_optimizers():
     method = build("dan")
     segmenter, discriminator = method.configure_optimizers(0.01, 0.9, 1e-4)
-    assert isinstance(segmenter, torch.optim.SGD)
+    assert isinstance(segmenter, SGD)  # the config's optimizer (train.optimizer: sgd)
     assert isinstance(discriminator, ConstantLrAdam)
     assert {id(p) for p in segmenter.param_groups[0]["params"]} == {
         id(p) for p in method.net.parameters()

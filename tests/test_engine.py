@@ -289,3 +289,20 @@ def test_truncated_json_artefacts_name_their_file(tmp_path, name):
     path.write_text(path.read_text()[:12])
     with pytest.raises(UnreadableFileError, match=re.escape(str(path))):
         read_json(path)
+
+
+def test_train_optimizer_adamw_is_used_by_every_optimizer_the_method_builds(
+    processed_acdc, tmp_path
+):
+    config = TrainConfig(iterations=2, batch_labeled=2, batch_unlabeled=2, optimizer="adamw",
+                         lr=1e-3, **SMALL)  # fmt: skip
+    for method in ("unet_l", "cps"):
+        trainer = Trainer(make_spec(processed_acdc, tmp_path / method, method), config)
+        assert trainer.optimizers and all(
+            isinstance(o, torch.optim.AdamW) for o in trainer.optimizers
+        )
+        before = [p.detach().clone() for p in trainer.method.parameters()]
+        record = trainer.run()
+        assert record["train"]["optimizer"] == "adamw"
+        after = list(trainer.method.parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
