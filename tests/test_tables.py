@@ -131,7 +131,7 @@ def test_a_row_above_the_all_labels_bound_beyond_its_spread_is_flagged(tmp_path)
     frame = write_table("table1", paths, tmp_path / "t.csv", tmp_path / "t.md", config)
     flags = dict(zip(frame.method_id, frame.flag, strict=True))
     assert flags["unet_f"] == "" and flags["em"] == ""
-    assert "MT at 5 % (60.0 DSC) beats UNet-F" in flags["mt"] and "(51.0)" in flags["mt"]
+    assert "acdc: MT at 5 % (60.0 DSC) beats UNet-F" in flags["mt"] and "(51.0)" in flags["mt"]
     csv = pd.read_csv(tmp_path / "t.csv", keep_default_na=False)
     assert csv.flag.tolist() == frame.flag.tolist()
     md = (tmp_path / "t.md").read_text()

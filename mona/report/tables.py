@@ -193,7 +193,8 @@ def bound_flags(frame: pd.DataFrame) -> list[str]:
         spread = 0.0 if std is None or pd.isna(std) else float(std)
         if mean - top.dsc_mean > spread + BOUND_MARGIN:
             flags.append(
-                f"{row.method} at {row.ratio_pct} % ({mean:.1f} DSC) beats {top.method}, "
+                f"{row.dataset}: {row.method} at {row.ratio_pct} % ({mean:.1f} DSC) beats "
+                f"{top.method}, "
                 f"trained on every label ({top.dsc_mean:.1f}), by more than its seed spread "
                 f"+ {BOUND_MARGIN:g} points: the all-labels bound is not converged or not a "
                 "bound here, so this row does not rank the methods."
