@@ -44,4 +44,6 @@ def environment(device) -> dict:
         "device": device_description(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        # intra-op threads change the order of parallel sums, hence the last bits of a run
+        "threads": torch.get_num_threads(),
     }
