@@ -199,9 +199,9 @@ def test_bad_values_are_refused_when_the_dag_is_planned_all_at_once(tmp_path):
     [
         ("runs/acdc/mt~ema_decy=0.9/r10/s0/metrics.json", "no hyperparameter 'ema_decy'"),
         ("runs/acdc/mt~ema_decay=.nan/r10/s0/metrics.json", "must be finite"),
-        ("runs/acdc/mt/r999/s0/metrics.json", "No rule to produce"),
-        ("runs/acdc/mt/r10.0/s0/metrics.json", "No rule to produce"),
-        ("runs/acdc/mt/r0/s0/metrics.json", "No rule to produce"),
+        ("runs/acdc/mt/r999/s0/metrics.json", "ratio folder r999 is not one this config plans"),
+        ("runs/acdc/mt/r10.0/s0/metrics.json", "ratio folder r10.0 is not one this config plans"),
+        ("runs/acdc/mt/r0/s0/metrics.json", "ratio folder r0 is not one this config plans"),
     ],
 )
 def test_targets_the_config_does_not_plan_are_refused(tmp_path, target, message):

@@ -40,7 +40,7 @@ RUN = "runs/{dataset}/{method}/r{ratio}/s{seed}"
 wildcard_constraints:
     dataset="[A-Za-z0-9_-]+",
     method="[A-Za-z0-9_.=+~-]+",
-    ratio="|".join(re.escape(name) for name in ratio_names(config)),
+    ratio=r"\d+(\.\d+)?|all",
     seed=r"\d+",
     stage="[a-z_]+",
     table="|".join(config["tables"]),
@@ -83,7 +83,20 @@ def _seeds_of(wildcards, suffix):
     return [f"{RUN.format(**values, seed=seed)}/{suffix}" for seed in config["seeds"]]
 
 
+RATIO_NAMES = ratio_names(config)
+
+
+def check_ratio(wildcards):
+    """A run folder `r{ratio}` must be one the config plans (`r10`, not `r10.0` or `r999`)."""
+    if wildcards.ratio not in RATIO_NAMES:
+        raise ValueError(
+            f"ratio folder r{wildcards.ratio} is not one this config plans "
+            f"(r{', r'.join(RATIO_NAMES)}); add the ratio to `ratios:` to train it"
+        )
+
+
 def train_inputs(wildcards):
+    check_ratio(wildcards)
     inputs = {
         "manifest": f"data/processed/{wildcards.dataset}/manifest.json",
         "split": f"data/splits/{wildcards.dataset}/split.json",
@@ -96,6 +109,7 @@ def train_inputs(wildcards):
 
 
 def final_models(wildcards):
+    check_ratio(wildcards)
     stage = method_class(wildcards.method).stages[-1]
     return _seeds_of(wildcards, f"{stage}/model.pt")
 
