@@ -7,6 +7,7 @@ table datasets, and protocol values that depend on the dataset.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import fields
 from pathlib import Path
@@ -146,6 +147,19 @@ def augment_settings(config: dict, method: str | None = None) -> dict[str, Any]:
 
 def train_config(config: dict, method: str | None = None) -> TrainConfig:
     return TrainConfig(**train_settings(config, method))
+
+
+def stretched_config(config: dict, multiple: int) -> dict:
+    """`config` with its training schedule `multiple` times as long: iterations, stage
+    iterations and lr-step interval scaled alike, so ramps and decays keep their shape."""
+    stretched = copy.deepcopy(config)
+    train = stretched.setdefault("train", {})
+    train["iterations"] = int(train.get("iterations", TrainConfig.iterations)) * multiple
+    train["stage_iterations"] = {
+        stage: int(n) * multiple for stage, n in train.get("stage_iterations", {}).items()
+    }
+    train["step_every"] = int(train.get("step_every", TrainConfig.step_every)) * multiple
+    return stretched
 
 
 def augment_config(config: dict, method: str | None = None) -> AugmentConfig:

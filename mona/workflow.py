@@ -142,17 +142,20 @@ def evaluate(smk: Any) -> None:
     """Evaluate every seed's final (or named) stage of one (dataset, method, ratio)."""
     import torch
 
-    from mona.config import protocol
+    from mona.config import protocol, stretched_config
     from mona.evaluate.run import evaluate_run
     from mona.io import read_json
 
     torch.set_num_threads(max(1, smk.threads))
     split_data = read_json(Path(smk.input.split))
     switches = protocol(smk.config, smk.wildcards.dataset)
+    # the plateau check's runs were trained at `multiple` x the schedule
+    multiple = int(getattr(smk.params, "multiple", 1))
+    expected = stretched_config(smk.config, multiple) if multiple > 1 else smk.config
     for model, out in zip(smk.input.models, smk.output, strict=True):
         model = Path(model)
         record = read_json(model.parent / "train.json")
-        check_trained_as_configured(smk.config, smk.wildcards.method, record,
+        check_trained_as_configured(expected, smk.wildcards.method, record,
                                     model.parent / "train.json")  # fmt: skip
         evaluate_run(
             model,
@@ -163,6 +166,29 @@ def evaluate(smk: Any) -> None:
             Path(out),
             workers=smk.threads,
         )
+
+
+def plateau(smk: Any) -> None:
+    """Train one stage of one seed at `multiple` x the schedule (the tables' plateau check)."""
+    import torch
+
+    from mona.config import stretched_config
+
+    torch.set_num_threads(max(1, smk.threads))
+    w = smk.wildcards
+    model = Path(smk.output[0])
+    train_run(
+        stretched_config(smk.config, int(w.multiple)),
+        dataset=w.dataset,
+        method=w.method,
+        ratio="all",
+        seed=int(w.seed),
+        stage=w.stage,
+        manifest_path=Path(smk.input.manifest),
+        split_path=Path(smk.input.split),
+        run_dir=model.parent,
+        previous_stage=Path(smk.input.previous) if "previous" in smk.input.keys() else None,
+    )
 
 
 def check_trained_as_configured(config: dict, method: str, record: dict, path: Path) -> None:
@@ -204,10 +230,11 @@ def aggregate(smk: Any) -> None:
 
     write_table(
         smk.wildcards.table,
-        [Path(p) for p in smk.input],
+        [Path(p) for p in smk.input.runs],
         Path(smk.output.csv),
         Path(smk.output.md),
         smk.config,
+        plateau_paths=[Path(p) for p in smk.input.plateau],
     )
 
 

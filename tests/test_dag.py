@@ -60,6 +60,13 @@ def test_tiny_dag_produces_table1_with_provenance(tmp_path):
     labeled = json.loads((tmp_path / "runs/acdc/mt/r10/s1/train/labeled.json").read_text())
     assert len(labeled["patients"]) == 1
     assert (tmp_path / "runs/acdc/unet_f/rall/s0/metrics.json").exists()
+    # the plateau check: UNet-F's first seed at 4x the 3 iterations, in the table's bound rows
+    plateau = json.loads((tmp_path / "runs/acdc/unet_f/rall/x4/s0/metrics.json").read_text())
+    assert plateau["iterations"] == 12 and plateau["seed"] == 0
+    assert table.plateau_iterations.tolist()[0] == 12 and pd.isna(table.plateau_iterations[1])
+    assert "Plateau check, acdc: UNet-F's first seed trained 12 iterations" in (
+        tmp_path / "results" / "table1.md"
+    ).read_text()
 
     def planned(config: dict) -> dict[str, int]:
         result = run_dag(tmp_path, config, "results/table1.csv", "-n", "--quiet", "rules")
@@ -70,11 +77,11 @@ def test_tiny_dag_produces_table1_with_provenance(tmp_path):
     # a changed evaluation switch re-scores every run without retraining any
     official = tiny_config()
     official["protocol"]["empty"] = "official"
-    assert planned(official) == {"evaluate": 2, "table": 1, "total": 3}
+    assert planned(official) == {"evaluate": 2, "plateau_evaluate": 1, "table": 1, "total": 4}
     # a changed schedule retrains (and re-scores) every run
     longer = tiny_config()
     longer["train"]["iterations"] = 4
-    assert planned(longer)["train"] == 2
+    assert planned(longer)["train"] == 2 and planned(longer)["plateau_train"] == 1
 
 
 def test_bad_raw_data_stops_the_dag_naming_the_file(tmp_path):

@@ -137,3 +137,44 @@ def test_a_row_above_the_all_labels_bound_beyond_its_spread_is_flagged(tmp_path)
     md = (tmp_path / "t.md").read_text()
     assert "| MT (!) |" in md and "(!) 1 row(s) cannot be trusted:" in md
     assert "| EM |" in md
+
+
+@pytest.mark.parametrize(("longer_dsc", "flagged"), [(0.60, True), (0.515, False)])
+def test_a_bound_short_of_its_plateau_flags_the_table(tmp_path, longer_dsc, flagged):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["ratios"] = [1, 5]
+    config["convergence"] = {"multiple": 4, "tolerance": 2.0}
+    config["tables"]["table1"] = {"datasets": ["acdc"], "methods": ["unet_f", "mt"]}
+    paths = [
+        fake_metrics(tmp_path / "f0.json", "acdc", "unet_f", "all", 0, 0.50, 1.0, iterations=150),
+        fake_metrics(tmp_path / "f1.json", "acdc", "unet_f", "all", 1, 0.58, 1.0, iterations=150),
+        fake_metrics(tmp_path / "m0.json", "acdc", "mt", "1", 0, 0.40, 1.0, iterations=150),
+        fake_metrics(tmp_path / "m1.json", "acdc", "mt", "5", 0, 0.45, 1.0, iterations=150),
+    ]
+    # seed 0 at 4x: 60 % is 10 points above its own 50 % (flagged); 51.5 % is 1.5 (not)
+    longer = fake_metrics(tmp_path / "x4.json", "acdc", "unet_f", "all", 0, longer_dsc, 1.0,
+                          iterations=600)  # fmt: skip
+    frame = write_table("table1", paths, tmp_path / "t.csv", tmp_path / "t.md", config, [longer])
+    bound = frame[frame.method_id == "unet_f"]
+    assert bound.plateau_dsc.tolist() == [pytest.approx(100 * longer_dsc)] * 2
+    assert bound.plateau_iterations.tolist() == [600, 600]
+    assert frame[frame.method_id == "mt"].plateau_dsc.isna().all()
+    md = (tmp_path / "t.md").read_text()
+    assert f"trained 600 iterations reaches {100 * longer_dsc:.1f} DSC" in md
+    if flagged:
+        assert all("is not at its plateau: seed 0 reaches 60.0 DSC at 600 iterations against "
+                   "50.0 here, 10.0 points" in flag for flag in bound.flag)  # fmt: skip
+        # one sentence for the bound, though its row repeats at each ratio
+        assert "(!) 1 row(s) cannot be trusted:" in md and md.count("not at its plateau") == 1
+    else:
+        assert (bound.flag == "").all() and "(!)" not in md
+
+
+def test_a_table_without_a_plateau_check_says_so(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["ratios"] = [5]
+    config["convergence"] = None
+    config["tables"]["table1"] = {"datasets": ["acdc"], "methods": ["unet_f"]}
+    paths = [fake_metrics(tmp_path / "f0.json", "acdc", "unet_f", "all", 0, 0.5, 1.0)]
+    write_table("table1", paths, tmp_path / "t.csv", tmp_path / "t.md", config)
+    assert "was not checked against a longer run" in (tmp_path / "t.md").read_text()

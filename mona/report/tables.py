@@ -136,7 +136,9 @@ def code_versions(runs: pd.DataFrame) -> str:
     return ";".join(sorted(set(runs.code_version.dropna()))) if len(runs) else ""
 
 
-def build_table(table: str, metrics_paths: list[Path], config: dict) -> pd.DataFrame:
+def build_table(
+    table: str, metrics_paths: list[Path], config: dict, plateau_paths: list[Path] = ()
+) -> pd.DataFrame:
     from mona.registry import load_methods
 
     methods = load_methods(tuple(config.get("plugins", [])))
@@ -171,7 +173,45 @@ def build_table(table: str, metrics_paths: list[Path], config: dict) -> pd.DataF
                 )
     frame = pd.DataFrame(rows)
     frame["flag"] = bound_flags(frame) if len(frame) else []
+    if len(frame):
+        add_plateau_checks(frame, runs, collect_runs(list(plateau_paths)), config)
     return frame.drop(columns="all_labels")
+
+
+def add_plateau_checks(
+    frame: pd.DataFrame, runs: pd.DataFrame, longer: pd.DataFrame, config: dict
+) -> None:
+    """Columns `plateau_dsc` / `plateau_iterations` on the all-labels rows, and a flag on any
+    whose seed is more than `convergence.tolerance` points below the same seed trained at
+    `convergence.multiple` x the iterations: that bound is not at its plateau."""
+    check = config.get("convergence")
+    frame["plateau_dsc"] = None
+    frame["plateau_iterations"] = None
+    if not check:
+        return
+    for index in frame.index[frame.all_labels]:
+        row = frame.loc[index]
+        here = runs_of(longer, row.dataset, row.method_id, "all")
+        if not len(here):
+            continue
+        long_run = here.iloc[0]
+        frame.at[index, "plateau_dsc"] = long_run.dsc
+        frame.at[index, "plateau_iterations"] = long_run.recorded_iterations
+        same_seed = runs_of(runs, row.dataset, row.method_id, "all")
+        same_seed = same_seed[same_seed.seed == long_run.seed] if len(same_seed) else same_seed
+        if not len(same_seed) or long_run.dsc is None or same_seed.dsc.iloc[0] is None:
+            continue
+        short, gap = same_seed.dsc.iloc[0], long_run.dsc - same_seed.dsc.iloc[0]
+        if gap > check["tolerance"]:
+            sentence = (
+                f"{row.dataset}: {row.method}, trained on every label, is not at its plateau: "
+                f"seed {long_run.seed} reaches {long_run.dsc:.1f} DSC at "
+                f"{long_run.recorded_iterations} iterations against {short:.1f} here, "
+                f"{gap:.1f} points more than this schedule gives (tolerance "
+                f"{check['tolerance']:g}), so no row of {row.dataset} is a converged result "
+                "and the rows do not rank the methods."
+            )
+            frame.at[index, "flag"] = " ".join(filter(None, (frame.at[index, "flag"], sentence)))
 
 
 # A row above the all-labels bound by more than its own seed std plus this many DSC points
@@ -255,6 +295,26 @@ def shared_subsets(frame: pd.DataFrame) -> list[str]:
     return notes
 
 
+def plateau_lines(frame: pd.DataFrame) -> list[str]:
+    """Whether each dataset's all-labels bound was checked against a longer run, and how it
+    stood (the flags say when it fell short)."""
+    if "plateau_dsc" not in frame or not len(frame):
+        return []
+    checked = frame[frame.plateau_iterations.notna()]
+    if not len(checked):
+        return ["", "The all-labels bound was not checked against a longer run (`convergence:` "
+                "is off, or no such run was given), so this table cannot say whether its bound "
+                "is converged."]  # fmt: skip
+    lines = []
+    for (dataset, method), rows in checked.groupby(["dataset", "method"], sort=False):
+        row = rows.iloc[0]
+        lines.append(
+            f"Plateau check, {dataset}: {method}'s first seed trained "
+            f"{int(row.plateau_iterations)} iterations reaches {row.plateau_dsc:.1f} DSC."
+        )
+    return [""] + lines if lines else []
+
+
 def to_markdown(table: str, frame: pd.DataFrame, title: str | None = None) -> str:
     def cell(mean, std, digits):
         if mean is None or pd.isna(mean):
@@ -288,7 +348,10 @@ def to_markdown(table: str, frame: pd.DataFrame, title: str | None = None) -> st
         "| asd excl. |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    flagged = [row.flag for row in frame.itertuples() if getattr(row, "flag", "")]
+    # the bound's rows repeat per ratio, and so would their flags
+    flagged = list(
+        dict.fromkeys(row.flag for row in frame.itertuples() if getattr(row, "flag", ""))
+    )
     for row in frame.itertuples():
         mark = " (!)" if getattr(row, "flag", "") else ""
         lines.append(
@@ -297,6 +360,7 @@ def to_markdown(table: str, frame: pd.DataFrame, title: str | None = None) -> st
             f"{cell(row.asd_mean, row.asd_std, 2)} | {paper_cell(row.paper_asd, 2)} | "
             f"{row.n_seeds} | {row.asd_excluded} |"
         )
+    lines += plateau_lines(frame)
     if flagged:
         lines += ["", f"(!) {len(flagged)} row(s) cannot be trusted:"]
         lines += [f"- {flag}" for flag in flagged]
@@ -304,9 +368,14 @@ def to_markdown(table: str, frame: pd.DataFrame, title: str | None = None) -> st
 
 
 def write_table(
-    table: str, metrics_paths: list[Path], csv_path: Path, md_path: Path, config: dict
+    table: str,
+    metrics_paths: list[Path],
+    csv_path: Path,
+    md_path: Path,
+    config: dict,
+    plateau_paths: list[Path] = (),
 ) -> pd.DataFrame:
-    frame = build_table(table, metrics_paths, config)
+    frame = build_table(table, metrics_paths, config, plateau_paths)
     for path, text in (
         (csv_path, frame.to_csv(index=False, float_format="%.4f")),
         (md_path, to_markdown(table, frame)),

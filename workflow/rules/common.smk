@@ -132,6 +132,42 @@ def table_metrics(wildcards):
     )
 
 
+def plateau_metrics(wildcards):
+    """The longer runs of a table's all-labels bounds that say whether they are at their
+    plateau (`convergence:`); none when the config does not ask."""
+    check = config.get("convergence")
+    if not check:
+        return []
+    spec = config["tables"][wildcards.table]
+    return sorted(
+        f"runs/{dataset}/{method}/rall/x{check['multiple']}/s{config['seeds'][0]}/metrics.json"
+        for dataset in spec["datasets"]
+        for method in spec["methods"]
+        if method_class(method).labeled_pool == "all"
+    )
+
+
+PLATEAU_RUN = "runs/{dataset}/{method}/rall/x{multiple}/s{seed}"
+
+
+def plateau_train_inputs(wildcards):
+    inputs = {
+        "manifest": f"data/processed/{wildcards.dataset}/manifest.json",
+        "split": f"data/splits/{wildcards.dataset}/split.json",
+    }
+    stages = method_class(wildcards.method).stages
+    index = stages.index(wildcards.stage)
+    if index > 0:
+        run = PLATEAU_RUN.format(**dict(wildcards.items()))
+        inputs["previous"] = f"{run}/{stages[index - 1]}/model.pt"
+    return inputs
+
+
+def plateau_model(wildcards):
+    run = PLATEAU_RUN.format(**dict(wildcards.items()))
+    return [f"{run}/{method_class(wildcards.method).stages[-1]}/model.pt"]
+
+
 # Figures and report pages (workflow/rules/figures.smk) ----------------------------------
 
 import mona.report.ablations as ablation

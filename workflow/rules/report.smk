@@ -1,6 +1,7 @@
 rule table:
     input:
-        table_metrics,
+        runs=table_metrics,
+        plateau=plateau_metrics,
     output:
         csv="results/{table}.csv",
         md="results/{table}.md",

@@ -62,3 +62,46 @@ rule evaluate_stage:
         "../envs/mona.yaml"
     script:
         "../scripts/evaluate.py"
+
+
+
+# The all-labels bound's first seed at `convergence.multiple` x the schedule: the tables compare
+# the bound with it (is it at its plateau?). Every stage trains in one job, in its own folder.
+rule plateau_train:
+    input:
+        unpack(plateau_train_inputs),
+    output:
+        "runs/{dataset}/{method}/rall/x{multiple}/s{seed}/{stage}/model.pt",
+    params:
+        settings=lambda w: step_settings(config, "train", w.dataset, w.method, w.stage),
+    log:
+        "runs/{dataset}/{method}/rall/x{multiple}/s{seed}/{stage}.train.log",
+    benchmark:
+        "runs/{dataset}/{method}/rall/x{multiple}/s{seed}/{stage}.train.benchmark.tsv"
+    wildcard_constraints:
+        multiple=r"\d+",
+    threads: 1
+    resources:
+        gpu=1,
+    conda:
+        "../envs/mona.yaml"
+    script:
+        "../scripts/plateau.py"
+
+
+use rule evaluate as plateau_evaluate with:
+    input:
+        models=plateau_model,
+        manifest="data/processed/{dataset}/manifest.json",
+        split="data/splits/{dataset}/split.json",
+    output:
+        "runs/{dataset}/{method}/rall/x{multiple}/s{seed}/metrics.json",
+    params:
+        settings=lambda w: step_settings(config, "evaluate", w.dataset, w.method),
+        multiple=lambda w: int(w.multiple),
+    log:
+        "runs/{dataset}/{method}/rall/x{multiple}/s{seed}/evaluate.log",
+    benchmark:
+        "runs/{dataset}/{method}/rall/x{multiple}/s{seed}/evaluate.benchmark.tsv"
+    wildcard_constraints:
+        multiple=r"\d+",
