@@ -6,7 +6,11 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# A --configfile stands alone (config/paper.yaml must not inherit the embedded default's lr or
+# MONA's scaled-down view size); --config values still go on top of whichever file is in use.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -235,3 +235,25 @@ def test_every_datasets_bad_raw_files_are_reported_in_one_run(tmp_path):
     for victim in victims:
         assert str(victim) in log or victim.name in log, victim
     assert str(victims[1].parent.parent.parent) in log
+
+
+def test_a_config_file_stands_alone_without_the_embedded_defaults(tmp_path):
+    # config/paper.yaml names no lr and `methods: {}`: merged over config/config.yaml it would
+    # train at the embedded default's lr 0.05 with MONA's 32x32-scaled view size
+    config = tiny_config()
+    config["seeds"] = [0]
+    config["convergence"] = None
+    config["tables"] = {"table1": {"datasets": ["acdc"], "methods": ["unet_l"]}}
+    del config["train"]["lr"]
+    config["methods"] = {}
+    config.pop("table5", None)
+    # run where the Snakefile's own default is found, as from the repository's root
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
+    result = run_dag(tmp_path, config, "results/table1.csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "runs/acdc/unet_l/r10/s0/train/train.json").read_text())
+    assert record["train"]["lr"] == 0.01  # the engine's (the paper's), not the default's 0.05
+    # an override on the command line still lands on top of the file in use
+    result = run_dag(tmp_path, config, "results/table1.csv", "-n", "--config", "seeds=[0,1]")
+    assert result.returncode == 0 and "runs/acdc/unet_l/r10/s1" in result.stdout
