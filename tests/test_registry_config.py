@@ -93,3 +93,14 @@ def test_command_line_strings_get_the_types_the_schema_asks_for():
     assert coerce_command_line({"train": {"iterations": "many"}}) == {
         "train": {"iterations": "many"}  # left for the schema to name
     }
+
+
+def test_the_config_reference_names_every_key_the_schema_accepts():
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    reference = (REPO / "config" / "README.md").read_text()
+    keys = list(schema["properties"])
+    for section in ("protocol", "train", "augment"):
+        keys += list(schema["properties"][section]["properties"])
+    keys += list(schema["properties"]["datasets"]["additionalProperties"]["properties"])
+    missing = [key for key in keys if f"`{key}`" not in reference]
+    assert not missing, f"config/README.md does not describe {missing}"
