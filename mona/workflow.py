@@ -241,6 +241,11 @@ def aggregate(smk: Any) -> None:
 def main(step: Callable[[Any], None], smk: Any) -> None:
     """Run a rule's step with its output in the rule's log; bad input -> problem list, exit 2."""
     terminal = sys.stderr
+    resources = getattr(smk, "resources", None)
+    if resources is not None:  # before anything initialises CUDA
+        from mona.gpu_slots import claim
+
+        claim(int(getattr(resources, "gpu", 0) or 0), Path(".snakemake") / "gpu-slots")
     log = open(smk.log[0], "a", buffering=1) if smk.log else None  # noqa: SIM115
     if log is not None:
         sys.stdout = sys.stderr = log

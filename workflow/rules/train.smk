@@ -37,6 +37,8 @@ rule evaluate:
     benchmark:
         "runs/{dataset}/{method}/r{ratio}/evaluate.benchmark.tsv"
     threads: 1
+    resources:
+        gpu=1,  # inference runs on the GPU where a job holds one (mona.gpu_slots)
     conda:
         "../envs/mona.yaml"
     script:
@@ -58,6 +60,8 @@ rule evaluate_stage:
     benchmark:
         "runs/{dataset}/{method}/r{ratio}/{stage}.evaluate.benchmark.tsv"
     threads: 1
+    resources:
+        gpu=1,
     conda:
         "../envs/mona.yaml"
     script:
