@@ -36,6 +36,33 @@ def device_description(device) -> str:
     return f"cpu:{platform.processor() or platform.machine()}"
 
 
+# the packages whose versions can change a number (or how it was scheduled)
+RECORDED_PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "snakemake",
+    "segmentation-models-pytorch",
+    "snakemake-executor-plugin-slurm",
+    "medpy",
+)
+
+
+@cache
+def package_versions() -> dict[str, str | None]:
+    """Installed version of each recorded package (None where it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def environment(device) -> dict:
     import torch
 
@@ -43,6 +70,7 @@ def environment(device) -> dict:
         "code_version": code_version(),
         "device": device_description(device),
         "torch": torch.__version__,
+        "packages": package_versions(),
         "python": platform.python_version(),
         # intra-op threads change the order of parallel sums, hence the last bits of a run
         "threads": torch.get_num_threads(),

@@ -57,6 +57,8 @@ def test_tiny_dag_produces_table1_with_provenance(tmp_path):
     for key in ("method", "dataset", "ratio", "seed", "iterations", "code_version", "device"):
         assert key in metrics
     assert metrics["protocol"]["empty"] == "strict" and metrics["train"]["backbone"] == "unet"
+    packages = metrics["packages"]  # what could change a number, recorded with it
+    assert packages["torch"] and packages["numpy"] and packages["scipy"] and packages["snakemake"]
     labeled = json.loads((tmp_path / "runs/acdc/mt/r10/s1/train/labeled.json").read_text())
     assert len(labeled["patients"]) == 1
     assert (tmp_path / "runs/acdc/unet_f/rall/s0/metrics.json").exists()
