@@ -22,6 +22,27 @@ include: "workflow/rules/table5.smk"
 include: "workflow/rules/figures.smk"
 
 
+# Light steps run where Snakemake runs, not as cluster jobs (a profile's executor applies to
+# the rest): aggregation, tables, figures and report pages.
+localrules:
+    all,
+    split,
+    seed_scores,
+    compare_with_paper,
+    table_page,
+    provenance,
+    dice_vs_ratio,
+    paper_vs_reproduced_plot,
+    figures,
+    report_pages,
+    table,
+    table5,
+    ablation_table,
+    ablation_figure,
+    ablations,
+    share_pretrain,
+
+
 rule all:
     input:
         expand("results/{table}.csv", table=list(config["tables"])),
