@@ -8,6 +8,7 @@ listed and exit code 2, not a traceback.
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -238,6 +239,30 @@ def aggregate(smk: Any) -> None:
     )
 
 
+# Jobs whose time, peak memory and CPU seconds the runtimes page shows. They write the file
+# themselves: Snakemake's `benchmark:` sampled every job's process tree twice a second (psutil
+# reading /proc/PID/smaps_rollup of a torch process), half the scheduler's own CPU time.
+TIMED_RULES = {"train", "evaluate", "evaluate_stage", "plateau_train", "plateau_evaluate"}
+
+
+def write_job_timing(log_path: Path, seconds: float) -> Path:
+    """`<log>.benchmark.tsv` (Snakemake's benchmark columns s, max_rss in MB, cpu_time) for
+    this process and the workers it waited for."""
+    import resource
+
+    from mona.io import atomic_path
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
+    max_rss_mb = max(own.ru_maxrss, workers.ru_maxrss) / 1024  # KiB on Linux
+    cpu = own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+    path = log_path.with_name(log_path.name.removesuffix(".log") + ".benchmark.tsv")
+    tmp = atomic_path(path)
+    tmp.write_text(f"s\tmax_rss\tcpu_time\n{seconds:.4f}\t{max_rss_mb:.2f}\t{cpu:.2f}\n")
+    tmp.replace(path)
+    return path
+
+
 def main(step: Callable[[Any], None], smk: Any) -> None:
     """Run a rule's step with its output in the rule's log; bad input -> problem list, exit 2."""
     terminal = sys.stderr
@@ -249,8 +274,11 @@ def main(step: Callable[[Any], None], smk: Any) -> None:
     log = open(smk.log[0], "a", buffering=1) if smk.log else None  # noqa: SIM115
     if log is not None:
         sys.stdout = sys.stderr = log
+    started = time.perf_counter()
     try:
         step(smk)
+        if getattr(smk, "rule", None) in TIMED_RULES and smk.log:
+            write_job_timing(Path(smk.log[0]), time.perf_counter() - started)
     except DataError as error:
         lines = ["error: problems in the input data or config:"]
         lines += [f"  - {message}" for message in error.messages]

@@ -57,6 +57,9 @@ def test_tiny_dag_produces_table1_with_provenance(tmp_path):
     for key in ("method", "dataset", "ratio", "seed", "iterations", "code_version", "device"):
         assert key in metrics
     assert metrics["protocol"]["empty"] == "strict" and metrics["train"]["backbone"] == "unet"
+    for timing in ("train.train.benchmark.tsv", "evaluate.benchmark.tsv"):  # written by the job
+        job = pd.read_csv(tmp_path / "runs/acdc/mt/r10" / timing, sep="\t")
+        assert list(job.columns) == ["s", "max_rss", "cpu_time"] and (job.iloc[0] > 0).all()
     packages = metrics["packages"]  # what could change a number, recorded with it
     assert packages["torch"] and packages["numpy"] and packages["scipy"] and packages["snakemake"]
     labeled = json.loads((tmp_path / "runs/acdc/mt/r10/s1/train/labeled.json").read_text())

@@ -12,8 +12,6 @@ rule train:
         settings=lambda w: step_settings(config, "train", w.dataset, w.method, w.stage),
     log:
         "runs/{dataset}/{method}/r{ratio}/{stage}.train.log",
-    benchmark:
-        "runs/{dataset}/{method}/r{ratio}/{stage}.train.benchmark.tsv"
     threads: 1
     resources:
         gpu=1,
@@ -34,8 +32,6 @@ rule evaluate:
         settings=lambda w: step_settings(config, "evaluate", w.dataset, w.method),
     log:
         "runs/{dataset}/{method}/r{ratio}/evaluate.log",
-    benchmark:
-        "runs/{dataset}/{method}/r{ratio}/evaluate.benchmark.tsv"
     threads: 1
     resources:
         gpu=1,  # inference runs on the GPU where a job holds one (mona.gpu_slots)
@@ -57,8 +53,6 @@ rule evaluate_stage:
         settings=lambda w: step_settings(config, "evaluate", w.dataset, w.method, w.stage),
     log:
         "runs/{dataset}/{method}/r{ratio}/{stage}.evaluate.log",
-    benchmark:
-        "runs/{dataset}/{method}/r{ratio}/{stage}.evaluate.benchmark.tsv"
     threads: 1
     resources:
         gpu=1,
@@ -80,8 +74,6 @@ rule plateau_train:
         settings=lambda w: step_settings(config, "train", w.dataset, w.method, w.stage),
     log:
         "runs/{dataset}/{method}/rall/x{multiple}/s{seed}/{stage}.train.log",
-    benchmark:
-        "runs/{dataset}/{method}/rall/x{multiple}/s{seed}/{stage}.train.benchmark.tsv"
     wildcard_constraints:
         multiple=r"\d+",
     threads: 1
@@ -105,7 +97,5 @@ use rule evaluate as plateau_evaluate with:
         multiple=lambda w: int(w.multiple),
     log:
         "runs/{dataset}/{method}/rall/x{multiple}/s{seed}/evaluate.log",
-    benchmark:
-        "runs/{dataset}/{method}/rall/x{multiple}/s{seed}/evaluate.benchmark.tsv"
     wildcard_constraints:
         multiple=r"\d+",
