@@ -34,7 +34,7 @@ mkdir -p /etc/munge /run/munge /var/lib/munge /var/log/munge
 [ -s /etc/munge/munge.key ] || dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
 chmod 400 /etc/munge/munge.key
 munged --force --foreground --socket="$work/munge.socket" --pid-file="$work/munged.pid" \
-  --log-file="$work/munged.log" --seed-file="$work/munge.seed" &
+  --log-file="$work/munged.log" --seed-file="$work/munge.seed" > "$work/munged.out" 2>&1 &
 pids+=($!)
 
 host=$(hostname -s)
@@ -71,10 +71,10 @@ mkdir -p /etc/slurm
 cp "$work/slurm.conf" "$conf"
 export SLURM_CONF="$conf"
 sleep 1
-slurmctld -D -f "$SLURM_CONF" &
+slurmctld -D -f "$SLURM_CONF" > "$work/slurmctld.out" 2>&1 &
 pids+=($!)
 sleep 2
-slurmd -D -f "$SLURM_CONF" &
+slurmd -D -f "$SLURM_CONF" > "$work/slurmd.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 30); do
   sinfo -h -o %T 2>/dev/null | grep -qE "idle|mixed" && break
