@@ -29,6 +29,7 @@ test-slurm: $(BIN)/snakemake
 	bash tests/slurm/cluster_test.sh
 
 test: $(BIN)/snakemake
+	$(BIN)/snakemake --lint
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/snakemake
