@@ -7,16 +7,17 @@ CUDA_VISIBLE_DEVICES to that device before anything initialises CUDA. A job that
 GPU gets CUDA_VISIBLE_DEVICES="" and runs on the CPU. Under SLURM the scheduler has already
 set the job's devices, and nothing here changes them.
 
-Devices come from MONA_GPU_DEVICES (comma-separated ids), else CUDA_VISIBLE_DEVICES, else
-`nvidia-smi -L`; slots per device from MONA_GPU_SLOTS (default 1). Give Snakemake
-`--resources gpu=<devices x slots>` so that it never starts more GPU jobs than there are slots.
+Devices come from MONA_GPU_DEVICES (comma-separated ids), else CUDA_VISIBLE_DEVICES; where
+neither names any, jobs see whatever the machine shows them, as without this module. Slots per
+device come from MONA_GPU_SLOTS (default 1). Give Snakemake `--resources gpu=<devices x slots>`
+so that it never starts more GPU jobs than there are slots. The slot logic is tested on the CPU
+with named fake devices; it has not yet been run on a GPU machine.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,16 +27,14 @@ _held: list[IO] = []  # open lock files: a slot is free again when its process e
 
 
 def visible_devices(environ: dict[str, str] | None = None) -> list[str]:
+    """The devices named by MONA_GPU_DEVICES, else CUDA_VISIBLE_DEVICES; [] if neither is set
+    (then nothing here changes what a job sees)."""
     environ = os.environ if environ is None else environ
     for name in ("MONA_GPU_DEVICES", "CUDA_VISIBLE_DEVICES"):
         value = environ.get(name)
         if value is not None and value.strip():
             return [d.strip() for d in value.split(",") if d.strip()]
-    try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return []
-    return [str(i) for i, line in enumerate(listing.stdout.splitlines()) if line.startswith("GPU")]
+    return []
 
 
 def try_acquire(lock_dir: Path, devices: list[str], per_device: int, count: int = 1) -> list[str]:

@@ -62,6 +62,8 @@ def test_claim_sets_the_visible_device_and_hides_gpus_from_cpu_jobs(tmp_path):
         other.wait()
     cpu_job = {"MONA_GPU_DEVICES": "0"}
     assert gpu_slots.claim(0, tmp_path, cpu_job) == "" and cpu_job["CUDA_VISIBLE_DEVICES"] == ""
+    unnamed = {}  # no device list: the job's view is left as the machine gives it
+    assert gpu_slots.claim(1, tmp_path, unnamed) is None and unnamed == {}
     slurm = {"SLURM_JOB_ID": "7", "CUDA_VISIBLE_DEVICES": "2"}
     assert gpu_slots.claim(1, tmp_path, slurm) is None and slurm["CUDA_VISIBLE_DEVICES"] == "2"
 
