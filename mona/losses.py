@@ -10,12 +10,22 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+def soft_dice_loss(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    smooth: float = 1e-5,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
     """1 - Dice per class on softmax probabilities, averaged over all classes (background too).
 
-    Uses the squared-sum denominator of the SSL4MIS DiceLoss so numbers compare with it.
+    Uses the squared-sum denominator of the SSL4MIS DiceLoss so numbers compare with it, pooled
+    over the batch. `keep` (B, H, W), 1 for pixels to count, drops the others from every sum
+    (the `ignore` of that DiceLoss: a hard selection, not a weighting).
     """
     one_hot = F.one_hot(target.long(), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    if keep is not None:
+        selected = keep.to(probs.dtype).unsqueeze(1)
+        probs, one_hot = probs * selected, one_hot * selected
     dims = (0, 2, 3)
     intersection = (probs * one_hot).sum(dims)
     denominator = (probs * probs).sum(dims) + one_hot.sum(dims)
