@@ -178,3 +178,28 @@ def test_a_table_without_a_plateau_check_says_so(tmp_path):
     paths = [fake_metrics(tmp_path / "f0.json", "acdc", "unet_f", "all", 0, 0.5, 1.0)]
     write_table("table1", paths, tmp_path / "t.csv", tmp_path / "t.md", config)
     assert "was not checked against a longer run" in (tmp_path / "t.md").read_text()
+
+
+def test_the_beyond_table_quotes_each_methods_own_paper_and_names_the_source(tmp_path):
+    config = copy.deepcopy(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    config["ratios"] = [1, 5]
+    assert "table_beyond" in config["tables"]
+    config["tables"]["table_beyond"] = {
+        "datasets": ["acdc", "lits"], "methods": ["unet_f", "unimatch", "bcp", "mona"],
+    }  # fmt: skip
+    paths = [
+        fake_metrics(tmp_path / "a.json", "acdc", "unimatch", "1", 0, 0.60, 2.0),
+        fake_metrics(tmp_path / "b.json", "acdc", "unet_f", "all", 0, 0.90, 1.0),
+    ]
+    frame = write_table("table_beyond", paths, tmp_path / "t.csv", tmp_path / "t.md", config)
+    row = frame[(frame.method_id == "unimatch") & (frame.ratio_pct == 1)].iloc[0]
+    assert (row.method, row.dsc_mean, row.paper_dsc) == ("UniMatch", 60.0, 85.4)
+    assert "UniMatch official medical code README" in row.paper_source
+    mona = frame[(frame.method_id == "mona") & (frame.dataset == "acdc") & (frame.ratio_pct == 5)]
+    assert mona.paper_dsc.iloc[0] == 88.8  # MONA's own Table 1
+    lits = frame[(frame.dataset == "lits") & (frame.method_id == "unimatch")]
+    assert lits.paper_dsc.isna().all()  # UniMatch reports no LiTS
+    md = (tmp_path / "t.md").read_text()
+    assert "| reported DSC |" in md and "Reported numbers" in md
+    assert "- UniMatch: UniMatch official medical code README" in md
+    assert "- MONA: MONA paper Table 1" in md

@@ -23,14 +23,18 @@ from mona.errors import DataError
 from mona.io import atomic_path, read_json
 
 PAPER_FILES = {"table1": "table1_acdc_lits.csv", "table4": "table4_mmwhs.csv"}
+# Tables whose reported numbers come from several papers, each row naming its source and split
+# (never compared cell by cell with the MONA paper's on the paper-vs-reproduced page).
+REPORTED_FILES = {"table_beyond": "table_beyond_reported.csv"}
 SWITCHES = ("split", "labeled", "checkpoint", "asd", "units", "empty", "baselines")
 # What a row says about how its numbers were made, besides the switches.
 SCHEDULE = ("schedule", "iterations")
 
 
 def paper_numbers(table: str) -> pd.DataFrame:
-    """The paper's DSC/ASD for `table` (empty frame if the paper has no such table)."""
-    name = PAPER_FILES.get(table)
+    """The reported DSC/ASD for `table` (empty frame if no paper reports such a table); a
+    `source` column where the numbers come from several papers."""
+    name = PAPER_FILES.get(table) or REPORTED_FILES.get(table)
     if name is None:
         return pd.DataFrame(columns=["dataset", "method", "ratio_pct", "dsc", "asd_mm"])
     with resources.files("mona.report").joinpath("paper", name).open() as handle:
@@ -166,6 +170,11 @@ def build_table(
                         **seed_statistics(runs_here),
                         "paper_dsc": reported.dsc.iloc[0] if len(reported) else None,
                         "paper_asd": reported.asd_mm.iloc[0] if len(reported) else None,
+                        **(
+                            {"paper_source": reported.source.iloc[0] if len(reported) else None}
+                            if "source" in paper
+                            else {}
+                        ),
                         **row_settings(config, dataset, runs_here),
                         "code_version": code_versions(runs_here),
                         "all_labels": cls.labeled_pool == "all",
@@ -262,7 +271,25 @@ def settings_line(frame: pd.DataFrame) -> str:
     return "Protocol: " + "; ".join(parts) + "."
 
 
-TITLES = {"table1": "Table 1: ACDC and LiTS", "table4": "Table 4: MM-WHS"}
+TITLES = {
+    "table1": "Table 1: ACDC and LiTS",
+    "table4": "Table 4: MM-WHS",
+    "table_beyond": "Beyond the paper: UniMatch and BCP beside MONA (Table 1 protocol)",
+}
+
+
+def source_lines(frame: pd.DataFrame) -> list[str]:
+    """Where each method's reported numbers come from, for tables that quote several papers:
+    their splits and ratios differ from this table's, so they sit beside it, not in it."""
+    if "paper_source" not in frame:
+        return []
+    sources = frame.dropna(subset=["paper_source"]).groupby("method", sort=False)["paper_source"]
+    lines = [f"- {method}: {'; '.join(dict.fromkeys(values))}." for method, values in sources]
+    quoted = set(frame.dropna(subset=["paper_source"]).method)
+    missing = [m for m in dict.fromkeys(frame.method) if m not in quoted]
+    if missing:
+        lines.append(f"- {', '.join(missing)}: no reported number for these rows.")
+    return ["", "Reported numbers (`paper` columns):", *lines] if lines else []
 
 
 def shared_subsets(frame: pd.DataFrame) -> list[str]:
@@ -343,9 +370,10 @@ def to_markdown(table: str, frame: pd.DataFrame, title: str | None = None) -> st
             *shared_subsets(frame),
             "",
         ]
+    quoted = "reported" if "paper_source" in frame else "paper"
     lines += [
-        "| dataset | ratio % | labeled | method | DSC | paper DSC | ASD | paper ASD | seeds "
-        "| asd excl. |",
+        f"| dataset | ratio % | labeled | method | DSC | {quoted} DSC | ASD | {quoted} ASD "
+        "| seeds | asd excl. |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     # the bound's rows repeat per ratio, and so would their flags
@@ -361,6 +389,7 @@ def to_markdown(table: str, frame: pd.DataFrame, title: str | None = None) -> st
             f"{row.n_seeds} | {row.asd_excluded} |"
         )
     lines += plateau_lines(frame)
+    lines += source_lines(frame)
     if flagged:
         lines += ["", f"(!) {len(flagged)} row(s) cannot be trusted:"]
         lines += [f"- {flag}" for flag in flagged]
