@@ -30,6 +30,7 @@ from mona.report.tables import (
     runs_of,
     settings_line,
     shared_subsets,
+    source_lines,
 )
 
 # Paper metric column -> reproduced column; ASD's unit follows the `units` switch.
@@ -408,8 +409,37 @@ def _note(text: str) -> str:
     return f'<p class="note">{html.escape(text)}</p>'
 
 
+# Column headers a reader understands; any other column loses its underscores.
+HEADERS = {
+    "ratio_pct": "labeled %",
+    "method_id": "run",
+    "reproduced_mean": "reproduced mean",
+    "reproduced_std": "reproduced std",
+    "n_seeds": "seeds",
+    "seed_min": "lowest seed",
+    "seed_max": "highest seed",
+    "delta": "Δ (reproduced - paper)",
+    "paper_within_seeds": "paper within seeds' range",
+}
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Readable headers, and yes / no for booleans (which pandas would print as True/False)."""
+    shown = frame.copy()
+    for column in shown.columns:
+        values = shown[column].dropna()
+        if len(values) and values.map(lambda v: isinstance(v, bool)).all():
+            shown[column] = shown[column].map(
+                lambda v: "-" if v is None or (isinstance(v, float) and pd.isna(v))
+                else ("yes" if v else "no")
+            )  # fmt: skip
+    return shown.rename(columns=lambda c: HEADERS.get(c, str(c).replace("_", " ")))
+
+
 def _frame_html(frame: pd.DataFrame, digits: int = 2) -> str:
-    return frame.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.{digits}f}")
+    return readable(frame).to_html(
+        index=False, na_rep="-", float_format=lambda v: f"{v:.{digits}f}"
+    )
 
 
 def _mean_std(mean, std, digits: int) -> str:
@@ -445,6 +475,8 @@ def table_html(table: str, frame: pd.DataFrame) -> str:
         pairs = zip(methods, frame.setting, strict=True)
         methods = [f"{m} ({s.replace('_', ' ')})" for m, s in pairs]
     delta = _numeric(frame.dsc_mean) - _numeric(frame.paper_dsc)
+    # a table quoting several papers (the beyond table) names each row's source below
+    quoted = "reported" if "paper_source" in frame else "paper"
     shown = pd.DataFrame(
         {
             "dataset": frame.dataset,
@@ -455,10 +487,10 @@ def table_html(table: str, frame: pd.DataFrame) -> str:
             ],
             "method": methods,
             "DSC %": [_mean_std(r.dsc_mean, r.dsc_std, 1) for r in rows],
-            "paper DSC": [_number(v, 1) for v in frame.paper_dsc],
+            f"{quoted} DSC": [_number(v, 1) for v in frame.paper_dsc],
             "Δ DSC": [_number(v, 1, True) for v in delta],
             f"ASD ({units})": [_mean_std(r.asd_mean, r.asd_std, 2) for r in rows],
-            "paper ASD (mm)": [_number(v, 2) for v in frame.paper_asd],
+            f"{quoted} ASD (mm)": [_number(v, 2) for v in frame.paper_asd],
             "seeds": frame.n_seeds,
             "ASD excluded": frame.asd_excluded,
         }
@@ -468,7 +500,13 @@ def table_html(table: str, frame: pd.DataFrame) -> str:
         "counts class-level distances the empty-mask policy left out."
     )
     notes += "".join(_note(line) for line in shared_subsets(frame))
-    return html_page(f"{table}: reproduced and paper", [("", notes + shown.to_html(index=False))])
+    sources = "".join(_note(line.lstrip("- ")) for line in source_lines(frame) if line)
+    flags = list(dict.fromkeys(f for f in frame.get("flag", pd.Series(dtype=str)).fillna("") if f))
+    flagged = "".join(_note(f"Cannot be trusted: {flag}") for flag in flags)
+    return html_page(
+        f"{table}: reproduced and {quoted}",
+        [("", notes + shown.to_html(index=False) + sources + flagged)],
+    )
 
 
 def compare_html(cells: pd.DataFrame) -> str:

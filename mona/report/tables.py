@@ -289,7 +289,7 @@ def source_lines(frame: pd.DataFrame) -> list[str]:
     missing = [m for m in dict.fromkeys(frame.method) if m not in quoted]
     if missing:
         lines.append(f"- {', '.join(missing)}: no reported number for these rows.")
-    return ["", "Reported numbers (`paper` columns):", *lines] if lines else []
+    return ["", "Reported numbers (`reported` columns):", *lines] if lines else []
 
 
 def shared_subsets(frame: pd.DataFrame) -> list[str]:

@@ -44,6 +44,53 @@ rule compare_with_paper:
         logged(log, write_comparison, config, input.seeds, output.csv, output.html, extra)
 
 
+rule class_table:
+    input:
+        table_metrics,
+    output:
+        csv="results/{table}.classes.csv",
+        html=report(
+            "results/report/{table}_classes.html",
+            caption="../report/classes.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/report/{table}_classes.log",
+    run:
+        from mona.report.details import write_class_table
+
+        logged(
+            log, write_class_table, wildcards.table, list(input), config, output.csv, output.html
+        )
+
+
+rule training_curves:
+    input:
+        table_metrics,
+    output:
+        png=report(
+            "results/figures/curves/{table}/{dataset}.png",
+            caption="../report/curves.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/curves/{table}/{dataset}.pdf",
+    log:
+        "logs/report/curves_{table}_{dataset}.log",
+    run:
+        from mona.report.details import write_curves
+
+        logged(
+            log,
+            write_curves,
+            wildcards.table,
+            list(input),
+            config,
+            wildcards.dataset,
+            output.png,
+            output.pdf,
+        )
+
+
 rule table_page:
     input:
         "results/{page}.csv",
@@ -195,6 +242,12 @@ REPORT_TARGETS = [
     *(f"results/report/{table}.html" for table in RESULT_TABLES),
     "results/report/paper_vs_reproduced.html",
     "results/report/runs.html",
+    *(f"results/report/{table}_classes.html" for table in config["tables"]),
+    *(
+        f"results/figures/curves/{table}/{dataset}.png"
+        for table, spec in config["tables"].items()
+        for dataset in spec["datasets"]
+    ),
 ]
 
 
