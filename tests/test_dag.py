@@ -125,7 +125,15 @@ def test_paper_config_plans_the_full_grid_on_stand_in_paths(tmp_path):
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE))
     for rule in ("ablation_table", "ablation_figure", "table5", "qualitative_figure"):
         assert rule in jobs, rule
-    assert int(jobs["table_page"]) == 5  # Tables 1-5
+    assert int(jobs["table_page"]) == 6  # Tables 1-5 and the beyond table
+    assert int(jobs["class_table"]) == 3  # per-class pages of Tables 1, 4 and the beyond table
+    assert int(jobs["training_curves"]) == 5  # one per (table, dataset)
+    # the beyond table adds UniMatch (one stage) and BCP (two) on ACDC and LiTS at 3 ratios
+    beyond = run_dag(tmp_path, config, "results/table_beyond.csv", "-n", "--quiet", "rules")
+    assert beyond.returncode == 0, beyond.stderr[-3000:]
+    beyond_jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", beyond.stdout, re.MULTILINE))
+    # unet_f once, unet_l/gcl/scs/plc/unimatch/mona/bcp per ratio, +1 stage for gcl/scs/plc/mona/bcp
+    assert int(beyond_jobs["train"]) == 2 * (1 + 7 * 3 + 5 * 3)
     assert int(jobs["ablation_figure"]) == 3  # Figures 7-9
 
 
