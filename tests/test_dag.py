@@ -33,9 +33,14 @@ def run_dag(workdir: Path, config: dict, *targets: str) -> subprocess.CompletedP
     )  # fmt: skip
 
 
-def test_tiny_dag_produces_table1_with_provenance(tmp_path):
-    result = run_dag(tmp_path, tiny_config(), "results/table1.csv")
+def test_tiny_dag_produces_table1_with_provenance(tmp_path, assert_drawn):
+    details = ("results/report/table1_classes.html", "results/figures/curves/table1/acdc.png")
+    result = run_dag(tmp_path, tiny_config(), "results/table1.csv", *details)
     assert result.returncode == 0, result.stderr[-3000:]
+    classes = pd.read_csv(tmp_path / "results" / "table1.classes.csv")
+    assert set(classes["class"]) == {"RV", "Myo", "LV"} and set(classes.n_seeds) == {2}
+    assert "acdc: HD95 per class" in (tmp_path / details[0]).read_text()
+    assert_drawn(tmp_path / details[1])
     table = pd.read_csv(tmp_path / "results" / "table1.csv")
     assert list(table.method) == ["UNet-F", "MT"]
     assert list(table.n_seeds) == [2, 2]
