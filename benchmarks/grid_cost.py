@@ -18,7 +18,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from mona.data.synthetic import generate  # noqa: E402
 from mona.engine import RunSpec, Trainer, pick_device  # noqa: E402
 from mona.evaluate.run import evaluate_run  # noqa: E402
 from mona.io import read_json, write_json  # noqa: E402
+from mona.provenance import cpu_model  # noqa: E402
 
 # what makes a step cost what it does; a rates file records them and must match the config
 COST_SETTINGS = ("image_size", "widths", "backbone", "batch_labeled", "batch_unlabeled",
@@ -60,15 +60,8 @@ def device_name() -> str:
     device = pick_device()
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu: {model}, {torch.get_num_threads()} thread(s) per job, {os.cpu_count()} cores"
+    return (f"cpu: {cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), "
+            f"{torch.get_num_threads()} thread(s) per job, {os.cpu_count()} cores")
 
 
 def prepare(config: dict, dataset: str, root: Path) -> tuple[Path, dict]:

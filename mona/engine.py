@@ -158,6 +158,7 @@ class Trainer:
         self.device = pick_device(config.device)
         self.iterations = config.iterations_for(spec.stage)
         self.manifest = read_json(spec.processed_dir / "manifest.json")
+        self._data_fingerprint: str | None = None
         self.generator = torch.Generator(device=self.device)
         self.augmenter = Augmenter(augment or AugmentConfig(), self.generator)
         method_cls = get_method(spec.method, spec.plugins)
@@ -289,6 +290,24 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.spec.run_dir / "checkpoint.pt"
 
+    def data_fingerprint(self) -> str:
+        """Digest of the bytes the run trains on: the manifest and its training patients' arrays.
+
+        Recorded with every result, so two runs' numbers are known to come from the same data.
+        """
+        if self._data_fingerprint is None:
+            train = set(self.spec.split["train"])
+            arrays = [
+                self.spec.processed_dir / case[key]
+                for case in self.manifest["cases"]
+                if case["patient_id"] in train
+                for key in ("image", "label")
+            ]
+            self._data_fingerprint = file_digest(
+                [self.spec.processed_dir / "manifest.json", *arrays]
+            )
+        return self._data_fingerprint
+
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed.
 
@@ -298,13 +317,6 @@ class Trainer:
         weights.
         """
         spec = self.spec
-        train = set(spec.split["train"])
-        arrays = [
-            spec.processed_dir / case[key]
-            for case in self.manifest["cases"]
-            if case["patient_id"] in train
-            for key in ("image", "label")
-        ]
         identity = {
             "train": asdict(self.config),
             "hparams": spec.hparams,
@@ -314,7 +326,7 @@ class Trainer:
             "stage": spec.stage,
             "seed": spec.seed,
             "code": environment(self.device).get("code_version"),
-            "data": file_digest([spec.processed_dir / "manifest.json", *arrays]),
+            "data": self.data_fingerprint(),
             "previous": file_digest([spec.previous_stage]) if spec.previous_stage else None,
         }
         text = json.dumps(identity, sort_keys=True, default=str)
@@ -549,5 +561,6 @@ class Trainer:
             "train": asdict(self.config),
             "hparams": {**type(self.method).defaults, **spec.hparams},
             "protocol": spec.protocol,
+            "data_fingerprint": self.data_fingerprint(),
             **environment(self.device),
         }

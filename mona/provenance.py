@@ -28,12 +28,30 @@ def code_version() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+@cache
+def cpu_model() -> str:
+    """The processor's marketing name (/proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_description(device) -> str:
+    """The device and, on CPU, the vector ISA torch's kernels were dispatched for.
+
+    Two CPUs that run different kernels (AVX2 against AVX-512) add in different orders, so
+    their runs differ in the last bits, which training amplifies: the ISA says which runs can be
+    compared digit for digit (README, "What is and is not bit-reproducible").
+    """
     import torch
 
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{platform.processor() or platform.machine()}"
+    return f"cpu:{cpu_model()} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 # the packages whose versions can change a number (or how it was scheduled)

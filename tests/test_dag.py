@@ -47,8 +47,10 @@ def test_tiny_dag_produces_table1_with_provenance(tmp_path, assert_drawn):
     assert table.dsc_mean.between(0, 100).all()
     assert list(table.paper_dsc) == [89.9, 80.1]
     metrics = json.loads((tmp_path / "runs/acdc/mt/r10/s1/metrics.json").read_text())
-    for key in ("method", "dataset", "ratio", "seed", "iterations", "code_version", "device"):
-        assert key in metrics
+    for key in ("method", "dataset", "ratio", "seed", "iterations", "code_version", "device",
+                "data_fingerprint", "test_data_fingerprint", "packages", "threads"):
+        assert metrics.get(key) is not None, key
+    assert len(set(table.test_data)) == 1  # every row scored on the same test bytes
     assert metrics["protocol"]["empty"] == "strict" and metrics["train"]["backbone"] == "unet"
     for timing in ("train.train.benchmark.tsv", "evaluate.benchmark.tsv"):  # written by the job
         job = pd.read_csv(tmp_path / "runs/acdc/mt/r10" / timing, sep="\t")

@@ -228,6 +228,30 @@ def test_changed_training_data_or_previous_weights_never_resume(processed_acdc, 
     assert spec.previous_stage is None
 
 
+def test_a_record_names_the_bytes_it_trained_on(processed_acdc, tmp_path):
+    _, first = train(processed_acdc, tmp_path / "first", "unet_l", iterations=1)
+    _, again = train(processed_acdc, tmp_path / "again", "unet_l", iterations=1)
+    assert first["data_fingerprint"] == again["data_fingerprint"]
+    data = tmp_path / "data"
+    shutil.copytree(processed_acdc, data)
+    manifest = read_json(data / "manifest.json")
+    split = make_split(manifest, "paper", [0.6, 0.2, 0.2], seed=0)
+    case = next(c for c in manifest["cases"] if c["patient_id"] in split["train"])
+    np.save(data / case["label"], np.load(data / case["label"])[::-1].copy())
+    _, changed = train(data, tmp_path / "changed", "unet_l", iterations=1)
+    assert changed["data_fingerprint"] != first["data_fingerprint"]
+    recorded = read_json(tmp_path / "changed" / "train.json")
+    assert recorded["data_fingerprint"] == changed["data_fingerprint"]
+
+
+def test_a_cpu_record_names_the_processor_and_the_kernels_it_ran():
+    from mona.provenance import cpu_model, device_description
+
+    described = device_description(torch.device("cpu"))
+    assert cpu_model() in described
+    assert f"({torch.backends.cpu.get_cpu_capability()})" in described
+
+
 def resume_step(trainer: Trainer) -> int:
     trainer._fingerprint = trainer.fingerprint()
     return trainer._resume()[0]

@@ -203,3 +203,22 @@ def test_the_beyond_table_quotes_each_methods_own_paper_and_names_the_source(tmp
     assert "| reported DSC |" in md and "Reported numbers" in md
     assert "- UniMatch: UniMatch official medical code README" in md
     assert "- MONA: MONA paper Table 1" in md
+
+
+def test_a_dataset_scored_on_two_different_test_sets_raises_naming_the_files(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["ratios"] = [5]
+    config["tables"]["table1"] = {"datasets": ["acdc"], "methods": ["mt", "unet_l"]}
+    same = [
+        fake_metrics(tmp_path / f"mt{s}.json", "acdc", "mt", "5", s, 0.5, 1.0,
+                     test_data_fingerprint="aaaa")
+        for s in (0, 1)
+    ]  # fmt: skip
+    frame = write_table("table1", same, tmp_path / "t.csv", tmp_path / "t.md", config)
+    assert set(frame.test_data) == {"aaaa"}
+    # another method's run scored after the data were regenerated differently
+    other = fake_metrics(tmp_path / "unet_l0.json", "acdc", "unet_l", "5", 0, 0.4, 1.0,
+                         test_data_fingerprint="bbbb")  # fmt: skip
+    with pytest.raises(DataError, match="different test data") as error:
+        write_table("table1", [*same, other], tmp_path / "t.csv", tmp_path / "t.md", config)
+    assert "unet_l0.json" in str(error.value) and "mt0.json" in str(error.value)

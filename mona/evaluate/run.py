@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from mona.evaluate.inference import predict_volume, to_original_grid
 from mona.evaluate.metrics import score_cases_parallel, summarize
-from mona.io import load_array, load_torch, read_json, write_json
+from mona.io import file_digest, load_array, load_torch, read_json, write_json
 from mona.models import build_backbone
 
 
@@ -79,6 +79,11 @@ def evaluate_run(
     metrics = {
         **provenance,
         "evaluation": {k: switches[k] for k in ("asd", "units", "empty", "checkpoint")},
+        # the bytes scored: manifest, and the test patients' images and ground truth
+        "test_data_fingerprint": file_digest(
+            [processed_dir / "manifest.json"]
+            + [processed_dir / case[key] for case in cases for key in ("image", "gt")]
+        ),
         "class_names": manifest["class_names"][1:],
         "summary": summarize(scores),
         "cases": scores,

@@ -73,6 +73,7 @@ def collect_runs(metrics_paths: list[Path]) -> pd.DataFrame:
                 "labeled_patients": metrics.get("labeled_patients"),
                 "code_version": metrics.get("code_version"),
                 "device": metrics.get("device"),
+                "test_data": metrics.get("test_data_fingerprint"),
                 **{f"recorded_{k}": v for k, v in recorded_settings(metrics).items()},
                 "path": str(path),
             }
@@ -140,6 +141,28 @@ def code_versions(runs: pd.DataFrame) -> str:
     return ";".join(sorted(set(runs.code_version.dropna()))) if len(runs) else ""
 
 
+def test_data_of(runs: pd.DataFrame, dataset: str) -> str | None:
+    """The one test-set fingerprint the runs of `dataset` were scored on (None if none says).
+
+    Rows of one dataset are compared with each other, so they must be scores of the same
+    bytes: runs scored on regenerated or re-preprocessed data raise, naming their files.
+    """
+    if not len(runs) or "test_data" not in runs:
+        return None
+    here = runs[(runs.dataset == dataset) & runs.test_data.notna()]
+    values = sorted(here.test_data.unique())
+    if len(values) > 1:
+        groups = "; ".join(
+            f"{value}: {', '.join(sorted(here[here.test_data == value].path))}"
+            for value in values
+        )
+        raise DataError(
+            [f"runs of {dataset} were scored on different test data ({groups}); re-evaluate "
+             "them on one preprocessed dataset"]
+        )  # fmt: skip
+    return values[0] if values else None
+
+
 def build_table(
     table: str, metrics_paths: list[Path], config: dict, plateau_paths: list[Path] = ()
 ) -> pd.DataFrame:
@@ -151,6 +174,7 @@ def build_table(
     spec = config["tables"][table]
     rows = []
     for dataset in spec["datasets"]:
+        test_data = test_data_of(runs, dataset)
         for ratio in config["ratios"]:
             for method_id in spec["methods"]:
                 cls = methods[split_variant(method_id)[0]]
@@ -177,6 +201,7 @@ def build_table(
                         ),
                         **row_settings(config, dataset, runs_here),
                         "code_version": code_versions(runs_here),
+                        "test_data": test_data,
                         "all_labels": cls.labeled_pool == "all",
                     }
                 )
