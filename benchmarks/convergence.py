@@ -80,6 +80,10 @@ def main() -> None:
     parser.add_argument("--multiples", nargs="*", type=int, default=[1, 4])
     parser.add_argument("--tolerance", type=float, default=2.0)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--bounds", nargs="*", default=["unet_f", "unet_l"],
+                        choices=["unet_f", "unet_l"], help="which bounds to train")
+    parser.add_argument("--only-candidates", action="store_true",
+                        help="skip the config's own settings (candidate 0)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     base = yaml.safe_load(args.config.read_text())
@@ -92,12 +96,15 @@ def main() -> None:
     print(f"{'dataset':7} {'candidate':>9} {'method':7} {'iters':>6} {'dice %':>7} "
           f"{'seconds':>8}  plateau")  # fmt: skip
     for index, overrides in enumerate(candidates):
+        if index == 0 and args.only_candidates:
+            continue
         for dataset in datasets:
             config = copy.deepcopy(base)
             config["train"].update(overrides)
             train = config["train"]
             processed, split_path = prepare(config, dataset, train["image_size"], root)
-            for method, ratio in (("unet_f", "all"), ("unet_l", lowest)):
+            bounds = [b for b in (("unet_f", "all"), ("unet_l", lowest)) if b[0] in args.bounds]
+            for method, ratio in bounds:
                 results = []
                 for multiple in sorted(args.multiples):
                     run = copy.deepcopy(config)
