@@ -5,11 +5,12 @@
         --candidate "{image_size: 64, widths: [16, 32, 64, 128, 256], iterations: 600}"
 
 For each synthetic dataset of the config and each candidate `train:` setting (the config's own
-first, then every `--candidate`, a YAML mapping laid over it), trains UNet-F and UNet-L with
-the real engine at `iterations x m` for each multiple m (the schedule stretched, as a longer
-`train.iterations` would), scores the test patients as the DAG does, and prints one line per
-run: Dice (%), seconds, and whether UNet-F is at its plateau: within `--tolerance` points of
-its Dice at the largest multiple. Seed 0, one thread; no assertion, the numbers are the result.
+for that dataset first, then every `--candidate`, a YAML mapping laid over it), trains UNet-F
+and UNet-L with the real engine at `iterations x m` for each multiple m (the schedule
+stretched, as a longer `train.iterations` would), scores the test patients as the DAG does,
+and prints one line per run: Dice (%), seconds, and whether UNet-F is at its plateau: within
+`--tolerance` points of its Dice at the largest multiple. Seed 0, one thread; no assertion,
+the numbers are the result.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mona.config import protocol  # noqa: E402
+from mona.config import dataset_train, protocol  # noqa: E402
 from mona.data.preprocess import preprocess  # noqa: E402
 from mona.data.splits import make_split  # noqa: E402
 from mona.data.synthetic import generate  # noqa: E402
@@ -100,7 +101,9 @@ def main() -> None:
             continue
         for dataset in datasets:
             config = copy.deepcopy(base)
-            config["train"].update(overrides)
+            # the dataset's own train keys first, then the candidate's over them
+            config["train"] = {**dataset_train(base, dataset), **overrides}
+            config["datasets"][dataset].pop("train", None)
             train = config["train"]
             processed, split_path = prepare(config, dataset, train["image_size"], root)
             bounds = [b for b in (("unet_f", "all"), ("unet_l", lowest)) if b[0] in args.bounds]

@@ -50,8 +50,10 @@ def unsupervised_schedule(
     num_classes: int = 4,
     stage: str | None = None,
     ramp_over_run: bool = False,
+    dataset: str | None = None,
 ) -> WeightSchedule:
-    """The lr factor and unsupervised weight of every step of `method` under `config`.
+    """The lr factor and unsupervised weight of every step of `method` under `config` (with
+    `dataset`'s own train keys, if it has any).
 
     `ramp_over_run` lays ramps over the whole run whatever the schedule (how they were laid
     before ramps followed the lr), for comparison.
@@ -59,7 +61,7 @@ def unsupervised_schedule(
     name = split_variant(method)[0]
     cls = load_methods(tuple(config.get("plugins", [])))[name]
     stage = stage or cls.stages[-1]
-    train = train_config(config, method)
+    train = train_config(config, method, dataset)
     iterations = train.iterations_for(stage)
     reference = protocol(config)["baselines"] == "reference"
     ramp = iterations if reference or ramp_over_run else train.ramp_iterations(iterations)

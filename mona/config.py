@@ -136,29 +136,56 @@ def reference_protocol(config: dict, method: str | None) -> dict[str, dict[str, 
     return REFERENCE_PROTOCOLS[code] if code else {}
 
 
-def train_settings(config: dict, method: str | None = None) -> dict[str, Any]:
-    """The `train:` values a run of `method` trains with (the reference code's, if imposed)."""
-    return {**config.get("train", {}), **reference_protocol(config, method).get("train", {})}
+def dataset_train(config: dict, dataset: str | None = None) -> dict[str, Any]:
+    """The `train:` section as it applies to `dataset`: its `datasets.<name>.train` keys laid
+    over the top-level ones (a key given there replaces the top-level value whole)."""
+    train = dict(config.get("train", {}))
+    if dataset is not None:
+        train.update(config["datasets"][dataset].get("train") or {})
+    return train
+
+
+def train_settings(
+    config: dict, method: str | None = None, dataset: str | None = None
+) -> dict[str, Any]:
+    """The `train:` values a run of `method` on `dataset` trains with (the dataset's own keys
+    over the top-level ones, and the reference code's over both, if imposed)."""
+    return {**dataset_train(config, dataset), **reference_protocol(config, method).get("train", {})}
 
 
 def augment_settings(config: dict, method: str | None = None) -> dict[str, Any]:
     return {**config.get("augment", {}), **reference_protocol(config, method).get("augment", {})}
 
 
-def train_config(config: dict, method: str | None = None) -> TrainConfig:
-    return TrainConfig(**train_settings(config, method))
+def train_config(
+    config: dict, method: str | None = None, dataset: str | None = None
+) -> TrainConfig:
+    return TrainConfig(**train_settings(config, method, dataset))
+
+
+# The schedule's lengths: what `stretched_config` multiplies.
+SCHEDULE_LENGTHS = ("iterations", "stage_iterations", "step_every")
 
 
 def stretched_config(config: dict, multiple: int) -> dict:
     """`config` with its training schedule `multiple` times as long: iterations, stage
-    iterations and lr-step interval scaled alike, so ramps and decays keep their shape."""
+    iterations and lr-step interval scaled alike, so ramps and decays keep their shape; a
+    dataset's own schedule keys (`datasets.<name>.train`) are scaled too."""
     stretched = copy.deepcopy(config)
     train = stretched.setdefault("train", {})
-    train["iterations"] = int(train.get("iterations", TrainConfig.iterations)) * multiple
-    train["stage_iterations"] = {
-        stage: int(n) * multiple for stage, n in train.get("stage_iterations", {}).items()
-    }
-    train["step_every"] = int(train.get("step_every", TrainConfig.step_every)) * multiple
+    train.setdefault("iterations", TrainConfig.iterations)
+    train.setdefault("step_every", TrainConfig.step_every)
+    sections = [train] + [
+        spec["train"] for spec in stretched["datasets"].values() if spec.get("train")
+    ]
+    for section in sections:
+        for key in SCHEDULE_LENGTHS:
+            if key == "stage_iterations":
+                section[key] = {
+                    stage: int(n) * multiple for stage, n in section.get(key, {}).items()
+                }
+            elif key in section:
+                section[key] = int(section[key]) * multiple
     return stretched
 
 
@@ -219,9 +246,14 @@ def check_config(config: dict) -> None:
     problems = []
     methods = load_methods(tuple(config.get("plugins", [])))
     known_train = {f.name for f in fields(TrainConfig)}
-    for key in config.get("train", {}):
-        if key not in known_train:
-            problems.append(f"config train.{key}: unknown key")
+    sections = [("train", config.get("train", {}))] + [
+        (f"datasets.{name}.train", spec.get("train") or {})
+        for name, spec in config["datasets"].items()
+    ]
+    for where, section in sections:
+        for key in section:
+            if key not in known_train:
+                problems.append(f"config {where}.{key}: unknown key")
     for key, values in (config.get("methods") or {}).items():
         if key not in methods:
             problems.append(f"config methods.{key}: unknown method")
@@ -356,7 +388,8 @@ def step_settings(
     if step == "synthesize":
         return {"kind": spec["kind"], **spec.get("synthetic", {})}
     if step == "preprocess":
-        return {"kind": spec["kind"], "image_size": config.get("train", {}).get("image_size")}
+        image_size = dataset_train(config, dataset).get("image_size")
+        return {"kind": spec["kind"], "image_size": image_size}
     if step == "split":
         return {
             "split": switches["split"],
@@ -372,7 +405,11 @@ def step_settings(
         if stage != cls.stages[-1]:  # an earlier stage never reads the last stage's keys
             finetune_only = getattr(cls, "finetune_only", frozenset())
             hparams = {k: v for k, v in hparams.items() if k not in finetune_only}
-        train = {k: v for k, v in train_settings(config, method).items() if k not in BOOKKEEPING}
+        train = {
+            k: v
+            for k, v in train_settings(config, method, dataset).items()
+            if k not in BOOKKEEPING
+        }
         return {
             "train": train,
             "augment": augment_settings(config, method),

@@ -90,10 +90,10 @@ class Cost:
 
 def grid_cost(config: dict, jobs: list[Job], rates: dict) -> Cost:
     """Seconds each planned job costs one worker: iterations x seconds per iteration for the
-    training jobs (every configured seed, or the plateau run's one at its multiple) and their
-    validations every `val_every` iterations, runs x seconds per run for the evaluations, and
-    one process start-up per job."""
-    from mona.config import split_variant, stretched_config, train_config
+    training jobs (every configured seed, or the plateau run's one at its multiple) and, under
+    `checkpoint: best_val`, their validations every `val_every` iterations, runs x seconds per
+    run for the evaluations, and one process start-up per job."""
+    from mona.config import protocol, split_variant, stretched_config, train_config
 
     seeds = len(config["seeds"])
     cost = Cost()
@@ -105,11 +105,14 @@ def grid_cost(config: dict, jobs: list[Job], rates: dict) -> Cost:
             runs, schedule = seeds, config
             if job.rule == "plateau_train":
                 runs, schedule = 1, stretched_config(config, int(w["multiple"]))
-            train = train_config(schedule, w["method"])
+            train = train_config(schedule, w["method"], w["dataset"])
             iterations = runs * train.iterations_for(w["stage"])
             key = (name, w["stage"])
-            # validations during training (datasets with validation patients, rates say which)
-            validations = runs * (train.iterations_for(w["stage"]) // train.val_every)
+            # the engine validates during training only to pick the best weights (rates say
+            # which datasets have validation patients)
+            validations = 0
+            if protocol(config, w["dataset"])["checkpoint"] == "best_val":
+                validations = runs * (train.iterations_for(w["stage"]) // train.val_every)
             cost.validate += validations * rates.get("validate", {}).get(w["dataset"], 0.0)
             cost.iterations[key] += iterations
             rate = rates["train"].get(f"{name}/{w['stage']}")

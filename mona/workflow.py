@@ -33,15 +33,17 @@ def synthesize(smk: Any) -> None:
 
 
 def preprocess(smk: Any) -> None:
+    from mona.config import dataset_train
     from mona.data.preprocess import preprocess as run
+    from mona.engine import TrainConfig
 
-    dataset = smk.config["datasets"][smk.wildcards.dataset]
+    name = smk.wildcards.dataset
     out_dir = Path(smk.output[0]).parent
     run(
-        dataset["kind"],
+        smk.config["datasets"][name]["kind"],
         Path(smk.input[0]),
         out_dir,
-        image_size=smk.config["train"]["image_size"],
+        image_size=dataset_train(smk.config, name).get("image_size", TrainConfig.image_size),
     )
 
 
@@ -105,7 +107,8 @@ def train_run(
         previous_stage=previous_stage,
         plugins=tuple(config.get("plugins", [])),
     )
-    return Trainer(spec, train_config(config, method), augment_config(config, method)).run()
+    train = train_config(config, method, dataset)
+    return Trainer(spec, train, augment_config(config, method)).run()
 
 
 def _seed_dir(path: str) -> Path:
@@ -156,8 +159,8 @@ def evaluate(smk: Any) -> None:
     for model, out in zip(smk.input.models, smk.output, strict=True):
         model = Path(model)
         record = read_json(model.parent / "train.json")
-        check_trained_as_configured(expected, smk.wildcards.method, record,
-                                    model.parent / "train.json")  # fmt: skip
+        check_trained_as_configured(expected, smk.wildcards.dataset, smk.wildcards.method,
+                                    record, model.parent / "train.json")  # fmt: skip
         evaluate_run(
             model,
             Path(smk.input.manifest).parent,
@@ -192,7 +195,9 @@ def plateau(smk: Any) -> None:
     )
 
 
-def check_trained_as_configured(config: dict, method: str, record: dict, path: Path) -> None:
+def check_trained_as_configured(
+    config: dict, dataset: str, method: str, record: dict, path: Path
+) -> None:
     """Refuse to score weights that the current config's settings did not make."""
     from dataclasses import asdict
 
@@ -200,7 +205,7 @@ def check_trained_as_configured(config: dict, method: str, record: dict, path: P
     from mona.registry import load_methods
 
     cls = load_methods(tuple(config.get("plugins", [])))[split_variant(method)[0]]
-    expected_train = asdict(train_config(config, method))
+    expected_train = asdict(train_config(config, method, dataset))
     expected_hparams = {**cls.defaults, **method_hparams(config, method)}
     problems = []
     for key, value in expected_train.items():

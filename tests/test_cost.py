@@ -54,7 +54,11 @@ def test_cost_of_a_tiny_table_is_its_iterations_times_the_rates():
     assert not cost.missing
     partial = grid_cost(config, jobs, {**rates, "train": {"mt/train": 2.0}})
     assert partial.missing == {("unet_f", "train")}
-    # a validation every iteration at 0.25 s: UNet-F 2 x 3 + 12, MT 2 x 3 validations
+    # the engine validates only to pick the best weights: nothing under `checkpoint: last`
     config["train"]["val_every"] = 1
-    validated = grid_cost(config, jobs, {**rates, "validate": {"acdc": 0.25}})
+    rates["validate"] = {"acdc": 0.25}
+    assert grid_cost(config, jobs, rates).validate == 0.0
+    # under best_val a validation every iteration at 0.25 s: UNet-F 2 x 3 + 12, MT 2 x 3
+    config.setdefault("protocol", {})["checkpoint"] = "best_val"
+    validated = grid_cost(config, jobs, rates)
     assert validated.validate == pytest.approx(0.25 * (18 + 6))

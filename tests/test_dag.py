@@ -82,6 +82,13 @@ def test_tiny_dag_produces_table1_with_provenance(tmp_path, assert_drawn):
     longer = tiny_config()
     longer["train"]["iterations"] = 4
     assert planned(longer)["train"] == 2 and planned(longer)["plateau_train"] == 1
+    # a dataset's own train keys: the value in force decides, not where it is written
+    same = tiny_config()
+    same["datasets"]["acdc"]["train"] = {"iterations": 3}
+    assert "train" not in planned(same)
+    own = tiny_config()
+    own["datasets"]["acdc"]["train"] = {"iterations": 4}
+    assert planned(own)["train"] == 2 and planned(own)["plateau_train"] == 1
 
 
 def test_bad_raw_data_stops_the_dag_naming_the_file(tmp_path):

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mona.config import check_config, coerce_command_line, validate_schema
+from mona.config import (
+    check_config,
+    coerce_command_line,
+    step_settings,
+    stretched_config,
+    train_config,
+    validate_schema,
+)
 from mona.errors import DataError
 from mona.registry import get_method, load_methods
 
@@ -99,8 +106,54 @@ def test_the_config_reference_names_every_key_the_schema_accepts():
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     reference = (REPO / "config" / "README.md").read_text()
     keys = list(schema["properties"])
-    for section in ("protocol", "train", "augment"):
+    for section in ("protocol", "augment"):
         keys += list(schema["properties"][section]["properties"])
+    keys += list(schema["$defs"]["train"]["properties"])
     keys += list(schema["properties"]["datasets"]["additionalProperties"]["properties"])
     missing = [key for key in keys if f"`{key}`" not in reference]
     assert not missing, f"config/README.md does not describe {missing}"
+
+
+def test_a_datasets_own_train_keys_lie_over_the_top_level_ones():
+    config = copy.deepcopy(DEFAULT)
+    config["train"].update(iterations=100, stage_iterations={"pretrain": 30}, lr=0.1)
+    config["datasets"]["mmwhs"]["train"] = {"iterations": 200, "stage_iterations": {"pretrain": 70}}
+    validate_schema(config)
+    check_config(config)
+    mmwhs, acdc = train_config(config, "mona", "mmwhs"), train_config(config, "mona", "acdc")
+    assert (mmwhs.iterations, mmwhs.iterations_for("pretrain"), mmwhs.lr) == (200, 70, 0.1)
+    assert (acdc.iterations, acdc.iterations_for("pretrain"), acdc.lr) == (100, 30, 0.1)
+    # the plateau check's longer schedule stretches a dataset's own lengths too
+    longer = stretched_config(config, 4)
+    assert train_config(longer, "mona", "mmwhs").iterations_for("pretrain") == 280
+    assert train_config(longer, "mona", "mmwhs").iterations == 800
+    assert train_config(longer, "mona", "acdc").iterations == 400
+    # Snakemake's params for a step carry them, so changing one retrains that dataset only
+    settings = step_settings(config, "train", "mmwhs", "unet_f", "train")
+    assert settings["train"]["iterations"] == 200
+    assert step_settings(config, "train", "acdc", "unet_f", "train")["train"]["iterations"] == 100
+    # the reference protocol imposes its schedule over both
+    config["protocol"]["baselines"] = "reference"
+    assert train_config(config, "mt", "mmwhs").iterations == 30000
+
+
+def test_a_misspelled_dataset_train_key_is_named_with_its_dataset():
+    config = copy.deepcopy(DEFAULT)
+    config["datasets"]["lits"]["train"] = {"iteratoins": 5}
+    with pytest.raises(DataError, match="datasets.lits.train"):
+        validate_schema(config)
+    with pytest.raises(DataError, match="datasets.lits.train.iteratoins: unknown key"):
+        check_config(config)
+
+
+def test_scores_are_refused_for_weights_trained_with_another_datasets_settings(tmp_path):
+    from dataclasses import asdict
+
+    from mona.workflow import check_trained_as_configured
+
+    config = copy.deepcopy(DEFAULT)
+    config["datasets"]["mmwhs"]["train"] = {"iterations": 2 * config["train"]["iterations"]}
+    record = {"stage": "train", "train": asdict(train_config(config, "unet_f", "mmwhs"))}
+    check_trained_as_configured(config, "mmwhs", "unet_f", record, tmp_path / "train.json")
+    with pytest.raises(DataError, match="train.iterations"):
+        check_trained_as_configured(config, "acdc", "unet_f", record, tmp_path / "train.json")

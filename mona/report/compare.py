@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mona.config import PROTOCOL_DEFAULTS, protocol, split_variant
+from mona.config import PROTOCOL_DEFAULTS, dataset_train, protocol, split_variant
 from mona.io import atomic_path, read_json
 from mona.report.tables import (
     PAPER_FILES,
@@ -90,8 +90,8 @@ def switch_columns(config: dict, dataset: str) -> dict:
     return {
         "data": data_origin(config, dataset),
         **{s: switches[s] for s in SWITCHES},
-        "schedule": config.get("train", {}).get("schedule", "poly"),
-        "iterations": config.get("train", {}).get("iterations"),
+        "schedule": dataset_train(config, dataset if known else None).get("schedule", "poly"),
+        "iterations": dataset_train(config, dataset if known else None).get("iterations"),
     }
 
 
@@ -550,6 +550,11 @@ def protocol_html(config: dict, runs: pd.DataFrame) -> str:
     )
     train = pd.DataFrame(
         [{"setting": k, "value": str(v)} for k, v in sorted(config.get("train", {}).items())]
+        + [
+            {"setting": f"{k} ({name})", "value": str(v)}
+            for name, spec in config["datasets"].items()
+            for k, v in sorted((spec.get("train") or {}).items())
+        ]
     )
     grid = _note(
         f"Labeled ratios (%): {', '.join(map(str, config['ratios']))}. Seeds: "

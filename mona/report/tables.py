@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mona.config import protocol, split_variant
+from mona.config import dataset_train, protocol, split_variant
 from mona.errors import DataError
 from mona.io import atomic_path, read_json
 
@@ -96,7 +96,7 @@ def row_settings(config: dict, dataset: str, runs: pd.DataFrame) -> dict:
     A setting no run recorded falls back to the config's; runs that recorded different values
     raise, naming the files.
     """
-    train = config.get("train", {})
+    train = dataset_train(config, dataset)
     configured = {
         **{s: protocol(config, dataset)[s] for s in SWITCHES},
         "schedule": train.get("schedule", "poly"),
