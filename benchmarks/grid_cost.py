@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mona.config import (  # noqa: E402
     augment_config,
+    dataset_train,
     method_hparams,
     protocol,
     split_variant,
@@ -51,8 +52,8 @@ COST_SETTINGS = ("image_size", "widths", "backbone", "batch_labeled", "batch_unl
                  "bf16", "channels_last", "upsample", "optimizer")  # fmt: skip
 
 
-def cost_settings(config: dict) -> dict:
-    train = train_config(config)
+def cost_settings(config: dict, dataset: str | None = None) -> dict:
+    train = train_config(config, dataset=dataset)
     return {key: getattr(train, key) for key in COST_SETTINGS}
 
 
@@ -71,7 +72,7 @@ def prepare(config: dict, dataset: str, root: Path) -> tuple[Path, dict]:
     # the same per training step (scoring real volumes, larger, costs more)
     synthetic = spec.get("synthetic") if spec["raw"] == "synthetic" else None
     if synthetic is None:
-        size = max(64, int(config["train"].get("image_size", 256)))
+        size = max(64, int(dataset_train(config, dataset).get("image_size", 256)))
         synthetic = {"patients": 20, "slices": [8, 14], "size": size, "seed": 0}
         print(f"datasets.{dataset}: rates on a synthetic stand-in ({synthetic})", flush=True)
     if spec["kind"] == "nnunet":
@@ -81,7 +82,7 @@ def prepare(config: dict, dataset: str, root: Path) -> tuple[Path, dict]:
              seed=synthetic.get("seed", 0))  # fmt: skip
     processed = root / "processed" / dataset
     preprocess(spec["kind"], root / "raw" / dataset, processed,
-               image_size=config["train"]["image_size"], progress=False)  # fmt: skip
+               image_size=dataset_train(config, dataset)["image_size"], progress=False)  # fmt: skip
     switches = protocol(config, dataset)
     split = make_split(read_json(processed / "manifest.json"), switches["split"],
                        spec.get("fractions", [0.6, 0.2, 0.2]), switches["split_seed"])  # fmt: skip
@@ -92,8 +93,10 @@ def train_rate(config, dataset, run_method, stage, processed, split, run_dir, wa
     """Seconds per iteration of one stage through the real engine, after `warmup` steps."""
     name = split_variant(run_method)[0]
     measured = copy.deepcopy(config)
-    measured["train"].update(iterations=warmup + steps, stage_iterations={stage: warmup + steps},
-                             log_every=warmup, checkpoint_every=10**9, val_every=10**9)  # fmt: skip
+    measured["train"] = {**dataset_train(config, dataset), "iterations": warmup + steps,
+                         "stage_iterations": {stage: warmup + steps}, "log_every": warmup,
+                         "checkpoint_every": 10**9, "val_every": 10**9}  # fmt: skip
+    measured["datasets"][dataset].pop("train", None)
     from mona.registry import get_method
 
     ratio = "all" if get_method(name).labeled_pool == "all" else str(min(config["ratios"]))
@@ -131,7 +134,8 @@ def measure_rates(args: argparse.Namespace) -> None:
     datasets = sorted({j.wildcards["dataset"] for j in jobs if j.rule in EVALUATE_RULES})
     torch.set_num_threads(args.threads)
     rates: dict = {"device": device_name(), "config": str(args.config),
-                   "settings": cost_settings(config), "train": {}, "evaluate": {}}  # fmt: skip
+                   "settings": cost_settings(config, args.dataset), "train": {},
+                   "evaluate": {}}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="rates-") as tmp:
         root = Path(tmp)
         data = {d: prepare(config, d, root) for d in sorted({*datasets, args.dataset})}
@@ -170,12 +174,16 @@ def measure_rates(args: argparse.Namespace) -> None:
 def print_cost(args: argparse.Namespace) -> None:
     config = yaml.safe_load(args.config.read_text())
     rates = read_json(args.rates)
-    if rates.get("settings") != json.loads(json.dumps(cost_settings(config))):
-        raise SystemExit(
-            f"{args.rates}: measured under train settings {rates.get('settings')}, the config "
-            f"has {cost_settings(config)}; measure rates for this config first"
-        )
-    cost = grid_cost(config, plan(config, args.targets), rates)
+    jobs = plan(config, args.targets)
+    for dataset in sorted({j.wildcards["dataset"] for j in jobs if "dataset" in j.wildcards}):
+        settings = cost_settings(config, dataset)
+        if rates.get("settings") != json.loads(json.dumps(settings)):
+            raise SystemExit(
+                f"{args.rates}: measured under train settings {rates.get('settings')}; "
+                f"{dataset}'s runs train under {settings}; measure rates for them first "
+                f"(rates --dataset {dataset})"
+            )
+    cost = grid_cost(config, jobs, rates)
     print(f"{args.config} -> {' '.join(args.targets)}; rates: {args.rates} ({rates['device']})")
     print(f"{'method/stage':24} {'iterations':>11} {'worker time':>12}")
     for key in sorted(cost.iterations, key=lambda k: -cost.train.get(k, 0.0)):
