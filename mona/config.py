@@ -180,10 +180,8 @@ def stretched_config(config: dict, multiple: int) -> dict:
     ]
     for section in sections:
         for key in SCHEDULE_LENGTHS:
-            if key == "stage_iterations":
-                section[key] = {
-                    stage: int(n) * multiple for stage, n in section.get(key, {}).items()
-                }
+            if key == "stage_iterations" and key in section:
+                section[key] = {stage: int(n) * multiple for stage, n in section[key].items()}
             elif key in section:
                 section[key] = int(section[key]) * multiple
     return stretched

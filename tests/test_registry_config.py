@@ -46,7 +46,7 @@ def test_a_plugin_file_registers_a_method(tmp_path):
 
 
 def test_shipped_configs_are_valid():
-    for name in ("config.yaml", "paper.yaml"):
+    for name in ("config.yaml", "quick.yaml", "paper.yaml"):
         config = yaml.safe_load((REPO / "config" / name).read_text())
         validate_schema(config)
         check_config(config)
@@ -130,6 +130,10 @@ def test_a_datasets_own_train_keys_lie_over_the_top_level_ones():
     assert train_config(longer, "mona", "mmwhs").iterations_for("pretrain") == 280
     assert train_config(longer, "mona", "mmwhs").iterations == 800
     assert train_config(longer, "mona", "acdc").iterations == 400
+    # a dataset that names only its length keeps the shared stage lengths, stretched
+    config["datasets"]["lits"]["train"] = {"iterations": 150}
+    lits = train_config(stretched_config(config, 4), "mona", "lits")
+    assert (lits.iterations, lits.iterations_for("pretrain")) == (600, 120)
     # Snakemake's params for a step carry them, so changing one retrains that dataset only
     settings = step_settings(config, "train", "mmwhs", "unet_f", "train")
     assert settings["train"]["iterations"] == 200
