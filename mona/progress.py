@@ -104,19 +104,43 @@ class Progress:
 
 
 def last_step(log: Path) -> tuple[str, int, int, float] | None:
-    """(run, step, iterations, seconds) of the last step line in a job's log."""
+    """(run, step, iterations, steps per second) of the last step line in a job's log.
+
+    The engine's `seconds` count from this process's start, and a resumed run starts at its
+    checkpoint's step ("resuming RUN from step N"), so the rate counts only the steps this
+    process ran: from that line, or, when it lies before the lines read, between the first
+    and the last step line read of this run.
+    """
     try:
         with log.open("rb") as handle:
             handle.seek(0, 2)
-            handle.seek(max(handle.tell() - 8192, 0))
+            offset = max(handle.tell() - 8192, 0)
+            handle.seek(offset)
             tail = handle.read().decode(errors="replace").splitlines()
     except OSError:
         return None
-    for line in reversed(tail):
-        if match := _STEP.match(line):
-            run, step, total, seconds = match.groups()
-            return run, int(step), int(total), float(seconds)
-    return None
+    steps = [(i, m.groups()) for i, line in enumerate(tail) if (m := _STEP.match(line))]
+    if not steps:
+        return None
+    index, (run, step, total, seconds) = steps[-1]
+    step, seconds = int(step), float(seconds)
+    start, start_seconds = 0, 0.0
+    earliest = None  # this process's first step line of this run among those read
+    for line in reversed(tail[:index]):
+        if line.startswith(f"resuming {run} from step "):
+            start = int(line.rsplit(" ", 1)[-1])
+            break
+        match = _STEP.match(line)
+        if match is None:
+            continue
+        if match.group(1) != run or float(match.group(4)) >= seconds:
+            break  # another run, or an earlier process: this one started at step 0
+        earliest = int(match.group(2)), float(match.group(4))
+    else:
+        if offset and earliest is not None:  # the resume line, if any, lies before the tail
+            start, start_seconds = earliest
+    elapsed = seconds - start_seconds
+    return run, step, int(total), (step - start) / elapsed if elapsed > 0 else 0.0
 
 
 def minutes(seconds: float) -> str:
@@ -137,8 +161,7 @@ def status_lines(progress: Progress, elapsed: float, workdir: Path) -> list[str]
         text = f"  {job.rule} {where}"
         step = last_step(workdir / job.log) if job.log else None
         if step is not None:
-            run, done, iterations, seconds = step
-            rate = done / seconds if seconds > 0 else 0.0
+            run, done, iterations, rate = step
             remaining = (iterations - done) / rate if rate else float("nan")
             text += (f": {Path(run).parent.name}/{Path(run).name} step {done}/{iterations}, "
                      f"{rate:.1f} it/s, {remaining:.0f} s left in this run")  # fmt: skip
