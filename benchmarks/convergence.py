@@ -9,14 +9,16 @@ for that dataset first, then every `--candidate`, a YAML mapping laid over it), 
 and UNet-L with the real engine at `iterations x m` for each multiple m (the schedule
 stretched, as a longer `train.iterations` would), scores the test patients as the DAG does,
 and prints one line per run: Dice (%), seconds, and whether UNet-F is at its plateau: within
-`--tolerance` points of its Dice at the largest multiple. Seed 0, one thread; no assertion,
-the numbers are the result.
+`--tolerance` points of its Dice at the largest multiple. Seed 0 (`--seeds` for more: one
+line per seed, then the seeds' mean and std per length, since a single run's Dice can
+scatter by more than the tolerance), one thread; no assertion, the numbers are the result.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
 import tempfile
 import time
@@ -57,11 +59,12 @@ def prepare(config: dict, dataset: str, image_size: int, root: Path) -> tuple[Pa
     return processed, split_path
 
 
-def score(config, dataset, method, ratio, processed, split_path, run_dir) -> tuple[float, float]:
+def score(config, dataset, method, ratio, processed, split_path, run_dir,
+          seed: int = 0) -> tuple[float, float]:  # fmt: skip
     """(test Dice %, training seconds) of one run."""
     started = time.perf_counter()
     record = train_run(
-        config, dataset=dataset, method=method, ratio=ratio, seed=0, stage="train",
+        config, dataset=dataset, method=method, ratio=ratio, seed=seed, stage="train",
         manifest_path=processed / "manifest.json", split_path=split_path, run_dir=run_dir,
     )  # fmt: skip
     seconds = time.perf_counter() - started
@@ -70,6 +73,17 @@ def score(config, dataset, method, ratio, processed, split_path, run_dir) -> tup
         record, run_dir / "metrics.json",
     )  # fmt: skip
     return 100.0 * metrics["summary"]["dsc"], seconds
+
+
+def report(dataset: str, index: int, method: str, seed: str, results: list, tolerance: float,
+           spread: bool = False) -> None:  # fmt: skip
+    """One line per length: Dice, seconds (or the seeds' std) and, for UNet-F, the plateau."""
+    final = results[-1][1]
+    for iterations, dice, last in results:
+        plateau = ("yes" if final - dice <= tolerance else "no") if method == "unet_f" else ""
+        last = f"+-{last:.1f}" if spread else f"{last:.1f}"
+        print(f"{dataset:7} {index:9d} {method:7} {seed:>4} {iterations:6d} {dice:7.1f} "
+              f"{last:>8}  {plateau}", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -83,6 +97,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--bounds", nargs="*", default=["unet_f", "unet_l"],
                         choices=["unet_f", "unet_l"], help="which bounds to train")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--only-candidates", action="store_true",
                         help="skip the config's own settings (candidate 0)")
     args = parser.parse_args()
@@ -94,7 +109,7 @@ def main() -> None:
     candidates = [{}] + [yaml.safe_load(text) for text in args.candidate]
     root = args.workdir or Path(tempfile.mkdtemp(prefix="convergence-"))
     lowest = str(min(base["ratios"]))
-    print(f"{'dataset':7} {'candidate':>9} {'method':7} {'iters':>6} {'dice %':>7} "
+    print(f"{'dataset':7} {'candidate':>9} {'method':7} {'seed':>4} {'iters':>6} {'dice %':>7} "
           f"{'seconds':>8}  plateau")  # fmt: skip
     for index, overrides in enumerate(candidates):
         if index == 0 and args.only_candidates:
@@ -108,21 +123,23 @@ def main() -> None:
             processed, split_path = prepare(config, dataset, train["image_size"], root)
             bounds = [b for b in (("unet_f", "all"), ("unet_l", lowest)) if b[0] in args.bounds]
             for method, ratio in bounds:
-                results = []
-                for multiple in sorted(args.multiples):
-                    run = copy.deepcopy(config)
-                    run["train"]["iterations"] = train["iterations"] * multiple
-                    run["train"]["stage_iterations"] = {}
-                    run_dir = root / f"c{index}" / dataset / method / f"x{multiple}"
-                    dice, seconds = score(run, dataset, method, ratio, processed, split_path,
-                                          run_dir)  # fmt: skip
-                    results.append((run["train"]["iterations"], dice, seconds))
-                final = results[-1][1]
-                for iterations, dice, seconds in results:
-                    plateau = "yes" if final - dice <= args.tolerance else "no"
-                    print(f"{dataset:7} {index:9d} {method:7} {iterations:6d} {dice:7.1f} "
-                          f"{seconds:8.1f}  {plateau if method == 'unet_f' else ''}",
-                          flush=True)  # fmt: skip
+                by_length: dict[int, list[float]] = {}
+                for seed in args.seeds:
+                    results = []
+                    for multiple in sorted(args.multiples):
+                        run = copy.deepcopy(config)
+                        run["train"]["iterations"] = train["iterations"] * multiple
+                        run["train"]["stage_iterations"] = {}
+                        run_dir = root / f"c{index}" / dataset / method / f"s{seed}x{multiple}"
+                        dice, seconds = score(run, dataset, method, ratio, processed,
+                                              split_path, run_dir, seed)  # fmt: skip
+                        results.append((run["train"]["iterations"], dice, seconds))
+                        by_length.setdefault(run["train"]["iterations"], []).append(dice)
+                    report(dataset, index, method, f"s{seed}", results, args.tolerance)
+                if len(args.seeds) > 1:
+                    means = [(n, statistics.mean(d), statistics.stdev(d))
+                             for n, d in sorted(by_length.items())]  # fmt: skip
+                    report(dataset, index, method, "mean", means, args.tolerance, spread=True)
     for index, overrides in enumerate(candidates):
         print(f"candidate {index}: {overrides or 'the config as is'}")
 
