@@ -41,6 +41,7 @@ REFERENCE_PROTOCOLS: dict[str, dict[str, dict[str, Any]]] = {
         "train": {
             "iterations": 30000,
             "stage_iterations": {},
+            "stage_lr": {},
             "batch_labeled": 12,
             "batch_unlabeled": 12,
             "lr": 0.01,
@@ -408,6 +409,11 @@ def step_settings(
             for k, v in train_settings(config, method, dataset).items()
             if k not in BOOKKEEPING
         }
+        # the lr this stage starts from, not every stage's: a stage-1 lr of its own reruns
+        # only the runs that have such a stage
+        stage_lr = train.pop("stage_lr", None) or {}
+        if stage in stage_lr:
+            train["lr"] = stage_lr[stage]
         return {
             "train": train,
             "augment": augment_settings(config, method),

@@ -78,9 +78,15 @@ class TrainConfig:
     cache: str = "auto"
     device: str = "auto"
     stage_iterations: dict[str, int] = field(default_factory=dict)
+    stage_lr: dict[str, float] = field(default_factory=dict)
 
     def iterations_for(self, stage: str) -> int:
         return int(self.stage_iterations.get(stage, self.iterations))
+
+    def lr_for(self, stage: str) -> float:
+        """The starting lr of `stage`: a contrastive stage 1 may need another lr than the
+        supervised fine-tuning that follows it (`stage_lr`, e.g. `{pretrain: 0.01}`)."""
+        return float(self.stage_lr.get(stage, self.lr))
 
     def lr_factor(self, step: int, iterations: int) -> float:
         if self.schedule == "poly":
@@ -157,6 +163,7 @@ class Trainer:
         self.spec, self.config = spec, config
         self.device = pick_device(config.device)
         self.iterations = config.iterations_for(spec.stage)
+        self.lr = config.lr_for(spec.stage)
         self.manifest = read_json(spec.processed_dir / "manifest.json")
         self._data_fingerprint: str | None = None
         self.generator = torch.Generator(device=self.device)
@@ -199,7 +206,7 @@ class Trainer:
             previous = load_torch(spec.previous_stage, map_location=self.device)
             self.method.start_from(previous["method_state"])
         self.optimizers = self.method.configure_optimizers(
-            config.lr, config.momentum, config.weight_decay
+            self.lr, config.momentum, config.weight_decay
         )
         for optimizer in self.optimizers:
             for group in optimizer.param_groups:
@@ -472,7 +479,7 @@ class Trainer:
             last = done == self.iterations
             if done % config.log_every == 0 or last:
                 self._check_finite(bad, losses, done)
-                record = {"step": done, "lr": factor * config.lr}
+                record = {"step": done, "lr": factor * self.lr}
                 record.update({k: float(v.detach()) for k, v in losses.items()})
                 record["seconds"] = round(time.perf_counter() - started, 3)
                 log.write(json.dumps(record) + "\n")

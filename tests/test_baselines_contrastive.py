@@ -259,3 +259,26 @@ def test_an_unknown_stage_is_refused(processed_acdc, tmp_path):
     with pytest.raises(ValueError, match="pretrain"):
         Trainer(make_spec(processed_acdc, tmp_path, "gcl", "train"), TrainConfig(**SMALL))
 
+
+
+def test_a_stage_lr_of_its_own_starts_stage_1_there_and_leaves_fine_tuning_at_lr(
+    processed_acdc, tmp_path
+):
+    config = TrainConfig(iterations=4, stage_iterations={"pretrain": 4},
+                         stage_lr={"pretrain": 0.05}, lr=0.2, log_every=1,
+                         checkpoint_every=100, **SMALL)  # fmt: skip
+    pre = make_spec(processed_acdc, tmp_path / "pre", "gcl", "pretrain")
+    trainer = Trainer(pre, config)
+    starts = {g["initial_lr"] for o in trainer.optimizers for g in o.param_groups}
+    assert starts == {0.05}
+    record = trainer.run()
+    assert record["train"]["stage_lr"] == {"pretrain": 0.05}
+    log = [json.loads(line) for line in (tmp_path / "pre" / "log.jsonl").read_text().splitlines()]
+    logged = [entry["lr"] for entry in log if "lr" in entry]
+    assert logged == pytest.approx([0.05 * (1 - step / 4) ** 0.9 for step in range(4)])
+    fine = Trainer(
+        replace(pre, stage="finetune", run_dir=tmp_path / "fine",
+                previous_stage=tmp_path / "pre" / "model.pt"),
+        config,
+    )  # fmt: skip
+    assert {g["initial_lr"] for o in fine.optimizers for g in o.param_groups} == {0.2}

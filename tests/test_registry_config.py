@@ -164,3 +164,31 @@ def test_scores_are_refused_for_weights_trained_with_another_datasets_settings(t
     check_trained_as_configured(config, "mmwhs", "unet_f", record, tmp_path / "train.json")
     with pytest.raises(DataError, match="train.iterations"):
         check_trained_as_configured(config, "acdc", "unet_f", record, tmp_path / "train.json")
+
+
+def test_a_stage_lr_changes_that_stage_s_settings_and_no_other_run_s():
+    config = copy.deepcopy(DEFAULT)
+    before = {
+        (method, stage): step_settings(config, "train", "acdc", method, stage)
+        for method, stage in (("unet_l", "train"), ("mona", "finetune"), ("mona", "pretrain"))
+    }
+    config["train"]["stage_lr"] = {"pretrain": 0.01}
+    validate_schema(config)
+    after = {key: step_settings(config, "train", "acdc", *key) for key in before}
+    # Snakemake reruns only the stage whose starting lr moved (and what reads its weights)
+    assert after["unet_l", "train"] == before["unet_l", "train"]
+    assert after["mona", "finetune"] == before["mona", "finetune"]
+    assert after["mona", "pretrain"]["train"]["lr"] == 0.01
+    assert before["mona", "pretrain"]["train"]["lr"] == config["train"]["lr"]
+    train = train_config(config, "mona", "acdc")
+    assert (train.lr_for("pretrain"), train.lr_for("finetune")) == (0.01, config["train"]["lr"])
+    # the audit of a stage's schedule sums with that stage's lr
+    from mona.audit import unsupervised_schedule
+
+    assert unsupervised_schedule(config, "mona", stage="pretrain").lr == 0.01
+    assert unsupervised_schedule(config, "mona", stage="finetune").lr == config["train"]["lr"]
+    # a stretched schedule keeps the lr
+    assert train_config(stretched_config(config, 4), "mona", "acdc").lr_for("pretrain") == 0.01
+    config["train"]["stage_lr"] = {"pretrain": 0}
+    with pytest.raises(Exception, match="stage_lr|0"):
+        validate_schema(config)
