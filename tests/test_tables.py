@@ -222,3 +222,22 @@ def test_a_dataset_scored_on_two_different_test_sets_raises_naming_the_files(tmp
     with pytest.raises(DataError, match="different test data") as error:
         write_table("table1", [*same, other], tmp_path / "t.csv", tmp_path / "t.md", config)
     assert "unet_l0.json" in str(error.value) and "mt0.json" in str(error.value)
+
+
+def test_a_row_names_the_lr_each_of_its_stages_started_from(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["ratios"] = [5]
+    config["tables"]["table1"] = {"datasets": ["acdc"], "methods": ["unet_l", "gcl", "mt"]}
+    train = {"schedule": "poly", "lr": 0.2, "stage_lr": {"pretrain": 0.01}}
+    paths = [
+        fake_metrics(tmp_path / "g.json", "acdc", "gcl", "5", 0, 0.5, 1.0, train=train,
+                     stage="finetune"),
+        fake_metrics(tmp_path / "u.json", "acdc", "unet_l", "5", 0, 0.5, 1.0, train=train,
+                     stage="train"),
+    ]  # fmt: skip
+    frame = write_table("table1", paths, tmp_path / "t.csv", tmp_path / "t.md", config)
+    lr = dict(zip(frame.method_id, frame.lr, strict=True))
+    # GCL's stage 1 started at its own lr; UNet-L has no stage it could apply to; MT has no
+    # runs, so the config's lr stands
+    assert lr == {"unet_l": "0.2", "gcl": "0.2 (pretrain 0.01)", "mt": f"{config['train']['lr']:g}"}
+    assert "lr=acdc: 0.2/0.2 (pretrain 0.01)" in (tmp_path / "t.md").read_text()

@@ -19,8 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from mona.config import dataset_train, protocol, split_variant
+from mona.engine import TrainConfig
 from mona.errors import DataError
 from mona.io import atomic_path, read_json
+from mona.registry import load_methods
 
 PAPER_FILES = {"table1": "table1_acdc_lits.csv", "table4": "table4_mmwhs.csv"}
 # Tables whose reported numbers come from several papers, each row naming its source and split
@@ -28,7 +30,22 @@ PAPER_FILES = {"table1": "table1_acdc_lits.csv", "table4": "table4_mmwhs.csv"}
 REPORTED_FILES = {"table_beyond": "table_beyond_reported.csv"}
 SWITCHES = ("split", "labeled", "checkpoint", "asd", "units", "empty", "baselines")
 # What a row says about how its numbers were made, besides the switches.
-SCHEDULE = ("schedule", "iterations")
+SCHEDULE = ("schedule", "iterations", "lr")
+
+
+def lr_text(train: dict, method: str | None = None, stage: str | None = None) -> str | None:
+    """The lr a run's last stage started from, then its earlier stages' own where `stage_lr`
+    names them ('0.2 (pretrain 0.01)')."""
+    if train.get("lr") is None:
+        return None
+    stage_lr = train.get("stage_lr") or {}
+    stages: tuple[str, ...] = ()
+    if method is not None:
+        methods = load_methods()  # a plugin method not loaded here: every named stage is listed
+        stages = methods[method].stages if method in methods else tuple(stage_lr)
+    last = stage_lr.get(stage, train["lr"])
+    earlier = [f"{n} {stage_lr[n]:g}" for n in stages if n != stage and n in stage_lr]
+    return f"{last:g}" + (f" ({', '.join(earlier)})" if earlier else "")
 
 
 def paper_numbers(table: str) -> pd.DataFrame:
@@ -53,6 +70,7 @@ def recorded_settings(metrics: dict) -> dict:
         **{s: switches.get(s) for s in SWITCHES},
         "schedule": train.get("schedule"),
         "iterations": metrics.get("iterations"),
+        "lr": lr_text(train, metrics.get("method"), metrics.get("stage")),
     }
 
 
@@ -101,6 +119,7 @@ def row_settings(config: dict, dataset: str, runs: pd.DataFrame) -> dict:
         **{s: protocol(config, dataset)[s] for s in SWITCHES},
         "schedule": train.get("schedule", "poly"),
         "iterations": train.get("iterations"),
+        "lr": lr_text({"lr": train.get("lr", TrainConfig.lr)}),
     }
     synthetic = config["datasets"][dataset]["raw"] == "synthetic"
     settings = {"data": "synthetic" if synthetic else "real"}
