@@ -78,4 +78,4 @@ def unsupervised_schedule(
     weights = None
     if first is not None:
         weights = [float(instance.unsupervised_weight(step)) for step in range(iterations)]
-    return WeightSchedule(method, iterations, ramp, train.lr_for(stage), factors, weights)
+    return WeightSchedule(method, iterations, ramp, train.lr_for(stage, name), factors, weights)

@@ -411,9 +411,11 @@ def step_settings(
         }
         # the lr this stage starts from, not every stage's: a stage-1 lr of its own reruns
         # only the runs that have such a stage
-        stage_lr = train.pop("stage_lr", None) or {}
-        if stage in stage_lr:
-            train["lr"] = stage_lr[stage]
+        train.pop("stage_lr", None)
+        if stage is not None:
+            lr = train_config(config, method, dataset).lr_for(stage, name)
+            if lr != train.get("lr", TrainConfig.lr):
+                train["lr"] = lr
         return {
             "train": train,
             "augment": augment_settings(config, method),

@@ -83,10 +83,14 @@ class TrainConfig:
     def iterations_for(self, stage: str) -> int:
         return int(self.stage_iterations.get(stage, self.iterations))
 
-    def lr_for(self, stage: str) -> float:
-        """The starting lr of `stage`: a contrastive stage 1 may need another lr than the
-        supervised fine-tuning that follows it (`stage_lr`, e.g. `{pretrain: 0.01}`)."""
-        return float(self.stage_lr.get(stage, self.lr))
+    def lr_for(self, stage: str, method: str | None = None) -> float:
+        """The starting lr of `stage` (of `method`): a contrastive stage 1 may need another lr
+        than the supervised fine-tuning that follows it. `stage_lr` keys are stage names
+        (`{pretrain: 0.01}`) or, more specific and winning, `method.stage` (`bcp.pretrain`)."""
+        for key in (f"{method}.{stage}" if method else None, stage):
+            if key in self.stage_lr:
+                return float(self.stage_lr[key])
+        return float(self.lr)
 
     def lr_factor(self, step: int, iterations: int) -> float:
         if self.schedule == "poly":
@@ -163,7 +167,7 @@ class Trainer:
         self.spec, self.config = spec, config
         self.device = pick_device(config.device)
         self.iterations = config.iterations_for(spec.stage)
-        self.lr = config.lr_for(spec.stage)
+        self.lr = config.lr_for(spec.stage, spec.method)
         self.manifest = read_json(spec.processed_dir / "manifest.json")
         self._data_fingerprint: str | None = None
         self.generator = torch.Generator(device=self.device)

@@ -189,6 +189,13 @@ def test_a_stage_lr_changes_that_stage_s_settings_and_no_other_run_s():
     assert unsupervised_schedule(config, "mona", stage="finetune").lr == config["train"]["lr"]
     # a stretched schedule keeps the lr
     assert train_config(stretched_config(config, 4), "mona", "acdc").lr_for("pretrain") == 0.01
+    # `method.stage` names one method's stage and wins over the stage name alone
+    config["train"]["stage_lr"] = {"pretrain": 0.01, "bcp.pretrain": 0.3}
+    assert step_settings(config, "train", "acdc", "bcp", "pretrain")["train"]["lr"] == 0.3
+    assert step_settings(config, "train", "acdc", "gcl", "pretrain")["train"]["lr"] == 0.01
+    assert step_settings(config, "train", "acdc", "bcp", "selftrain") == step_settings(
+        DEFAULT, "train", "acdc", "bcp", "selftrain"
+    )
     config["train"]["stage_lr"] = {"pretrain": 0}
     with pytest.raises(Exception, match="stage_lr|0"):
         validate_schema(config)

@@ -11,7 +11,7 @@ import yaml
 
 from mona.errors import DataError
 from mona.io import write_json
-from mona.report.tables import write_table
+from mona.report.tables import lr_text, write_table
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -241,3 +241,8 @@ def test_a_row_names_the_lr_each_of_its_stages_started_from(tmp_path):
     # runs, so the config's lr stands
     assert lr == {"unet_l": "0.2", "gcl": "0.2 (pretrain 0.01)", "mt": f"{config['train']['lr']:g}"}
     assert "lr=acdc: 0.2/0.2 (pretrain 0.01)" in (tmp_path / "t.md").read_text()
+    # a method's own stage lr wins; a last stage with its own lr names the earlier one's
+    both = {"lr": 0.2, "stage_lr": {"pretrain": 0.01, "gcl.pretrain": 0.2, "finetune": 0.05}}
+    assert lr_text(both, "gcl", "finetune") == "0.05 (pretrain 0.2)"
+    assert lr_text(both, "mona", "finetune") == "0.05 (pretrain 0.01)"
+    assert lr_text(both, "mona", "pretrain") == "0.01"  # Table 5's pre-training-only rows

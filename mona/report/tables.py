@@ -38,13 +38,18 @@ def lr_text(train: dict, method: str | None = None, stage: str | None = None) ->
     names them ('0.2 (pretrain 0.01)')."""
     if train.get("lr") is None:
         return None
-    stage_lr = train.get("stage_lr") or {}
+    config = TrainConfig(lr=train["lr"], stage_lr=train.get("stage_lr") or {})
     stages: tuple[str, ...] = ()
     if method is not None:
-        methods = load_methods()  # a plugin method not loaded here: every named stage is listed
-        stages = methods[method].stages if method in methods else tuple(stage_lr)
-    last = stage_lr.get(stage, train["lr"])
-    earlier = [f"{n} {stage_lr[n]:g}" for n in stages if n != stage and n in stage_lr]
+        methods = load_methods()  # a plugin method not loaded here: its earlier stages unnamed
+        stages = methods[method].stages if method in methods else ()
+    stages = stages[: stages.index(stage)] if stage in stages else ()  # the stages before it
+    last = config.lr_for(stage, method) if stage else config.lr
+    earlier = [
+        f"{name} {config.lr_for(name, method):g}"
+        for name in stages
+        if config.lr_for(name, method) != last
+    ]
     return f"{last:g}" + (f" ({', '.join(earlier)})" if earlier else "")
 
 
