@@ -168,6 +168,7 @@ def test_scores_are_refused_for_weights_trained_with_another_datasets_settings(t
 
 def test_a_stage_lr_changes_that_stage_s_settings_and_no_other_run_s():
     config = copy.deepcopy(DEFAULT)
+    config["train"].pop("stage_lr", None)
     before = {
         (method, stage): step_settings(config, "train", "acdc", method, stage)
         for method, stage in (("unet_l", "train"), ("mona", "finetune"), ("mona", "pretrain"))
@@ -199,3 +200,13 @@ def test_a_stage_lr_changes_that_stage_s_settings_and_no_other_run_s():
     config["train"]["stage_lr"] = {"pretrain": 0}
     with pytest.raises(Exception, match="stage_lr|0"):
         validate_schema(config)
+
+
+def test_the_default_starts_contrastive_stage_1_at_the_paper_s_lr_and_bcp_s_at_its_own():
+    # a contrastive stage 1 at the default's lr 0.2 ends with oversized weights that cost the
+    # fine-tuned model points; BCP's stage 1 is supervised and keeps the default's lr
+    for method in ("gcl", "plc", "scs", "mona"):
+        assert step_settings(DEFAULT, "train", "acdc", method, "pretrain")["train"]["lr"] == 0.01
+    lr = DEFAULT["train"]["lr"]
+    assert step_settings(DEFAULT, "train", "acdc", "bcp", "pretrain")["train"]["lr"] == lr
+    assert step_settings(DEFAULT, "train", "acdc", "mona", "finetune")["train"]["lr"] == lr
