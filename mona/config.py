@@ -319,8 +319,67 @@ def ratio_names(config: dict) -> list[str]:
     for spec in ((config.get("figures") or {}).get("qualitative") or {}).values():
         if isinstance(spec, dict) and "ratio" in spec:
             values.append(spec["ratio"])
-    names = {str(int(v)) if float(v).is_integer() else str(v) for v in values}
+    names = {ratio_name(v) for v in values}
     return sorted(names) + ["all"]
+
+
+def ratio_name(value: float | str) -> str:
+    """A ratio's folder name: `5` for 5 or 5.0, `2.5` for 2.5."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() else str(number)
+
+
+def planned_train_patients(config: dict, dataset: str) -> int | None:
+    """How many training patients `dataset`'s split will hold, where the config alone says so
+    (synthetic data under the `paper` split, the `ssl4mis` lists, a split file); None where
+    only the data can (real data under the `paper` split)."""
+    import json
+
+    from mona.data.splits import DEFAULT_FRACTIONS, SSL4MIS_TRAIN, split_sizes
+
+    spec = config["datasets"][dataset]
+    split = protocol(config, dataset)["split"]
+    if split == "ssl4mis":
+        return len(SSL4MIS_TRAIN)
+    if split == "paper":
+        if spec["raw"] != "synthetic":
+            return None
+        fractions = spec.get("fractions", DEFAULT_FRACTIONS)
+        return split_sizes(spec["synthetic"]["patients"], fractions)[0]
+    try:
+        train = json.loads(Path(split).read_text()).get("train")
+    except (OSError, ValueError, AttributeError):
+        return None  # the split rule names the problem
+    return len(train) if isinstance(train, list) else None
+
+
+def shared_ratio(config: dict, dataset: str, ratio: float | str) -> str:
+    """The ratio whose runs stand for `ratio` on `dataset`: the smallest ratio the config plans
+    that labels the same patients (on 15 training patients 1 % and 5 % both label one, so
+    one set of runs serves both rows), or `ratio` itself where no other does or the count is
+    not known before the data (`labeled: slices`, real data under the `paper` split)."""
+    from mona.data.splits import labeled_count
+
+    name = ratio_name(ratio)
+    switches = protocol(config, dataset)
+    patients = planned_train_patients(config, dataset)
+    if switches["labeled"] != "patients" or patients is None:
+        return name
+
+    def count(value: str) -> int:
+        return labeled_count(float(value), patients, switches["split"])
+
+    same = [r for r in ratio_names(config) if r != "all" and count(r) == count(name)]
+    return min(same, key=float) if same else name
+
+
+def run_ratio(config: dict, dataset: str, method: str, ratio: float | str) -> str:
+    """The ratio folder (`r{name}`) holding the runs of `method` at `ratio` on `dataset`: `all`
+    for a method that labels every training patient, else `shared_ratio`'s."""
+    from mona.registry import load_methods
+
+    cls = load_methods(tuple(config.get("plugins", [])))[split_variant(method)[0]]
+    return "all" if cls.labeled_pool == "all" else shared_ratio(config, dataset, ratio)
 
 
 def planned_methods(config: dict) -> set[str]:

@@ -49,13 +49,13 @@ def preprocess(smk: Any) -> None:
 
 def split(smk: Any) -> None:
     from mona.config import protocol
-    from mona.data.splits import make_split
+    from mona.data.splits import DEFAULT_FRACTIONS, make_split
     from mona.io import read_json, write_json
 
     name = smk.wildcards.dataset
     switches = protocol(smk.config, name)
     manifest = read_json(Path(smk.input[0]))
-    fractions = smk.config["datasets"][name].get("fractions", [0.6, 0.2, 0.2])
+    fractions = smk.config["datasets"][name].get("fractions", list(DEFAULT_FRACTIONS))
     write_json(
         make_split(manifest, switches["split"], fractions, switches["split_seed"]),
         Path(smk.output[0]),

@@ -48,7 +48,7 @@ def test_run_names_leave_out_default_values():
     assert table3["student strong / teacher weak"] == "mona~student_aug=strong+teacher_aug=weak"
     fig9 = [run.method_id for run in ablation_runs(DEFAULT, "fig9")]
     assert "mona" in fig9 and "mona~delta0=1.0" in fig9 and "mona~nn_k=10" in fig9
-    paths = metrics_paths(DEFAULT, "table2", RUN, lambda method, ratio: str(ratio))
+    paths = metrics_paths(DEFAULT, "table2", RUN, lambda dataset, method, ratio: str(ratio))
     assert len(paths) == 8 * len(DEFAULT["seeds"])
     assert "runs/acdc/mona/r5/s0/metrics.json" in paths
 

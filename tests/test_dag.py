@@ -272,3 +272,14 @@ def test_a_config_file_stands_alone_without_the_embedded_defaults(tmp_path):
     # an override on the command line still lands on top of the file in use
     result = run_dag(tmp_path, config, "results/table1.csv", "-n", "--config", "seeds=[0,1]")
     assert result.returncode == 0 and "runs/acdc/unet_l/r10/s1" in result.stdout
+
+
+def test_ratios_labeling_the_same_patients_are_trained_once(tmp_path):
+    # the default's MM-WHS has 15 training volumes: 1 % and 5 % both label one patient
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    result = run_dag(tmp_path, config, "results/table4.csv", "results/table1.csv", "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = set(re.findall(r"runs/(\w+)/mt/r(\w+)/s0/train/model\.pt", result.stdout))
+    assert trained == {("mmwhs", "1"), ("mmwhs", "10")} | {
+        (dataset, ratio) for dataset in ("acdc", "lits") for ratio in ("1", "5", "10")
+    }

@@ -299,7 +299,9 @@ def fake_metrics(path: Path, method: str, ratio: int, seed: int, dsc: float) -> 
 def test_table5_rows_pair_each_framework_run_with_its_stage_and_the_paper(tmp_path):
     config = table5_config()
     assert table5.config_problems(config) == []
-    paths = table5.metrics_paths(config, str(tmp_path / RUN), lambda method, ratio: str(ratio))
+    paths = table5.metrics_paths(
+        config, str(tmp_path / RUN), lambda dataset, method, ratio: str(ratio)
+    )
     assert len(paths) == 6 * 3 * 2 * 2  # frameworks x ratios x settings x seeds
     moco = str(tmp_path / "runs/acdc/mona~pretrain_framework=moco/r5/s1")
     assert f"{moco}/pretrain/metrics.json" in paths and f"{moco}/metrics.json" in paths

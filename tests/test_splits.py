@@ -1,5 +1,8 @@
+import json
+
 import pytest
 
+from mona.config import planned_train_patients, shared_ratio
 from mona.data.splits import (
     SSL4MIS_TEST,
     SSL4MIS_TRAIN,
@@ -88,3 +91,37 @@ def test_split_errors_name_the_problem(tmp_path):
     good = tmp_path / "good.json"
     good.write_text('{"train": ["patient001"], "val": [], "test": ["patient002"]}')
     assert make_split(manifest, str(good), [0.6, 0.2, 0.2], 0)["train"] == ["patient001"]
+
+
+def _config_with(dataset: dict, **switches) -> dict:
+    return {"datasets": {"d": dataset}, "ratios": [1, 5, 10], "protocol": switches}
+
+
+@pytest.mark.parametrize("patients", [20, 40, 60, 100])
+def test_the_planned_training_patients_are_the_splits_own(patients):
+    fractions = [0.25, 0.0, 0.75] if patients == 60 else [0.7634, 0.0, 0.2366]
+    dataset = {"raw": "synthetic", "synthetic": {"patients": patients}, "fractions": fractions}
+    split = make_split(fake_manifest(patients), "paper", fractions, seed=0)
+    assert planned_train_patients(_config_with(dataset), "d") == len(split["train"])
+
+
+def test_ratios_labeling_the_same_patients_share_the_smallest_ratios_runs(tmp_path):
+    # 15 training patients: 1 % and 5 % both label round(0.75) = 1 patient, 10 % labels 2
+    mmwhs = {"raw": "synthetic", "synthetic": {"patients": 60}, "fractions": [0.25, 0.0, 0.75]}
+    config = _config_with(mmwhs)
+    split = make_split(fake_manifest(60), "paper", [0.25, 0.0, 0.75], seed=0)
+    subsets = {r: labeled_subset(split, fake_manifest(60), r, seed=1)["patients"] for r in "15"}
+    assert subsets["1"] == subsets["5"]  # the same labeled patients, so the same training
+    assert [shared_ratio(config, "d", r) for r in (1, 5, 10, 5.0)] == ["1", "1", "10", "1"]
+    # each ratio trains on its own where the counts differ (60 training patients: 1, 3, 6)
+    acdc = {"raw": "synthetic", "synthetic": {"patients": 100}, "fractions": [0.6, 0.2, 0.2]}
+    assert [shared_ratio(_config_with(acdc), "d", r) for r in (1, 5, 10)] == ["1", "5", "10"]
+    # or where the count is not known before the data, or labeled slices are counted instead
+    real = {**mmwhs, "raw": str(tmp_path)}
+    assert shared_ratio(_config_with(real), "d", 5) == "5"
+    assert shared_ratio(_config_with(mmwhs, labeled="slices"), "d", 5) == "5"
+    # a split file fixes the count: 15 training patients
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps({"train": [f"p{i}" for i in range(15)], "test": ["q"]}))
+    assert shared_ratio(_config_with(real, split=str(split_file)), "d", 5) == "1"
+    assert shared_ratio(_config_with(real, split=str(tmp_path / "missing.json")), "d", 5) == "5"

@@ -66,21 +66,25 @@ def test_table_means_stds_and_paper_columns(tmp_path):
 def test_ratios_that_label_the_same_patients_are_named(tmp_path):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["tables"]["table4"] = {"datasets": ["mmwhs"], "methods": ["mt"]}
-    patients = {"1": 1, "5": 1, "10": 2}  # 15 training volumes: round(0.75) = 1 = max(1, 0)
+    # 15 training volumes: 1 % and 5 % label round(0.75) = 1 = max(1, 0), trained once in r1
+    patients, dsc = {"1": 1, "10": 2}, {"1": 0.5, "10": 0.6}
     paths = [
         fake_metrics(
-            tmp_path / f"{r}_{s}.json", "mmwhs", "mt", r, s, 0.5, 1.0, labeled_patients=n
+            tmp_path / f"{r}_{s}.json", "mmwhs", "mt", r, s, dsc[r], 1.0, labeled_patients=n
         )
         for r, n in patients.items()
         for s in (0, 1)
     ]
     frame = write_table("table4", paths, tmp_path / "t.csv", tmp_path / "t.md", config)
     assert list(frame.labeled_patients) == [1, 1, 2]
+    assert list(frame.n_seeds) == [2, 2, 2]  # the 5 % row shows the 1 % runs
+    assert list(frame.dsc_mean) == pytest.approx([50.0, 50.0, 60.0])
     md = (tmp_path / "t.md").read_text()
     assert md.startswith("# Table 4: MM-WHS")
     assert "mmwhs: 1 % and 5 % label the same 1 patient(s) per seed" in md
     assert "10 %" not in md.split("| dataset")[0]
-    assert "| mmwhs | 10 | 2 | MT | 50.0 ± 0.0 |" in md
+    assert "| mmwhs | 5 | 1 | MT | 50.0 ± 0.0 |" in md
+    assert "| mmwhs | 10 | 2 | MT | 60.0 ± 0.0 |" in md
 
 
 def test_rows_carry_the_switches_their_runs_recorded_not_the_config(tmp_path):

@@ -34,6 +34,22 @@ SSL4MIS_TEST = (
 )
 # Labeled slice counts of the official code for 1 / 5 / 10 %.
 SSL4MIS_SLICES = {1: 23, 5: 68, 10: 136}
+# Labeled patient counts of the official code for 1 / 5 / 10 % (`labeled: patients`).
+SSL4MIS_PATIENTS = {1: 1, 5: 3, 10: 7}
+DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
+
+
+def split_sizes(patients: int, fractions: list[float] | tuple[float, ...]) -> tuple[int, int]:
+    """Training and validation patient counts of the `paper` split of `patients` patients."""
+    return round(fractions[0] * patients), round(fractions[1] * patients)
+
+
+def labeled_count(ratio: float, train_patients: int, split_protocol: str) -> int:
+    """How many whole patients a labeled `ratio` (percent) selects (`labeled: patients`)."""
+    count = max(1, round(ratio / 100 * train_patients))
+    if split_protocol == "ssl4mis":
+        count = SSL4MIS_PATIENTS.get(int(ratio), count)
+    return count
 
 
 def _patients(manifest: dict) -> list[str]:
@@ -47,8 +63,7 @@ def make_split(manifest: dict, protocol: str, fractions: list[float], seed: int)
         if not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
             raise DataError([f"split.fractions must sum to 1, got {fractions}"])
         order = [patients[i] for i in np.random.default_rng(seed).permutation(len(patients))]
-        n_train = round(fractions[0] * len(order))
-        n_val = round(fractions[1] * len(order))
+        n_train, n_val = split_sizes(len(order), fractions)
         split = {
             "train": order[:n_train],
             "val": order[n_train : n_train + n_val],
@@ -107,11 +122,8 @@ def labeled_subset(
         chosen = list(train)  # official labeled order is the list order
     else:
         chosen = [train[i] for i in np.random.default_rng([seed, 7]).permutation(len(train))]
-    if ratio != "all":
-        count = max(1, round(float(ratio) / 100 * len(train)))
-        if split["protocol"] == "ssl4mis" and mode == "patients":
-            count = {1: 1, 5: 3, 10: 7}.get(int(float(ratio)), count)
-        chosen = chosen[:count] if mode == "patients" else chosen
+    if ratio != "all" and mode == "patients":
+        chosen = chosen[: labeled_count(float(ratio), len(train), split["protocol"])]
     slices: dict[str, list[int]] = {}
     if mode == "slices" and ratio != "all":
         if split["protocol"] != "ssl4mis":

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from mona.config import split_variant, variant_name
+from mona.config import run_ratio, split_variant, variant_name
 from mona.io import atomic_path
 from mona.report.tables import (
     code_versions,
@@ -186,7 +186,7 @@ def config_problems(config: dict) -> list[str]:
 
 
 def metrics_paths(
-    config: dict, name: str, run_dir: str, run_ratio: Callable[[str, float], str]
+    config: dict, name: str, run_dir: str, run_ratio: Callable[[str, str, float], str]
 ) -> list[str]:
     """metrics.json of every seed of every run `name` aggregates; `run_dir` is the DAG's run
     folder pattern ({dataset}, {method}, {ratio}, {seed}), `run_ratio` its ratio naming."""
@@ -196,7 +196,7 @@ def metrics_paths(
                 run_dir.format(
                     dataset=run.dataset,
                     method=run.method_id,
-                    ratio=run_ratio(run.method_id, run.ratio),
+                    ratio=run_ratio(run.dataset, run.method_id, run.ratio),
                     seed=seed,
                 ),
                 "metrics.json",
@@ -289,7 +289,10 @@ def summarize(config: dict, name: str, metrics_paths: list[Path]) -> pd.DataFram
     paper = paper_numbers(name)
     rows = []
     for run in ablation_runs(config, name):
-        here = runs_of(runs, run.dataset, run.method_id, str(run.ratio))
+        here = runs_of(
+            runs, run.dataset, run.method_id,
+            run_ratio(config, run.dataset, run.method_id, run.ratio),
+        )  # fmt: skip
         paper_dsc, paper_asd = _paper_match(paper, run)
         rows.append(
             {
@@ -323,7 +326,10 @@ def comparison(config: dict, name: str, metrics_paths: list[Path]):
     keys = PAPER_KEYS[name]
     rows = []
     for run in ablation_runs(config, name):
-        here = runs_of(runs, run.dataset, run.method_id, str(run.ratio))
+        here = runs_of(
+            runs, run.dataset, run.method_id,
+            run_ratio(config, run.dataset, run.method_id, run.ratio),
+        )  # fmt: skip
         settings = {k: int(v) if isinstance(v, bool) else v for k, v in run.settings}
         for seed in here.itertuples():
             rows.append(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mona.config import PROTOCOL_DEFAULTS, dataset_train, protocol, split_variant
+from mona.config import PROTOCOL_DEFAULTS, dataset_train, protocol, run_ratio, split_variant
 from mona.io import atomic_path, read_json
 from mona.report.tables import (
     PAPER_FILES,
@@ -108,9 +108,8 @@ def seed_scores(config: dict, metrics_paths: Sequence[Path]) -> pd.DataFrame:
                 for ratio in config["ratios"]:
                     for method_id in spec["methods"]:
                         cls = methods[split_variant(method_id)[0]]
-                        all_labels = cls.labeled_pool == "all"
-                        run_ratio = "all" if all_labels else str(ratio)
-                        for run in runs_of(runs, dataset, method_id, run_ratio).itertuples():
+                        folder = run_ratio(config, dataset, method_id, ratio)
+                        for run in runs_of(runs, dataset, method_id, folder).itertuples():
                             rows.append(
                                 {
                                     "table": table,
@@ -118,7 +117,7 @@ def seed_scores(config: dict, metrics_paths: Sequence[Path]) -> pd.DataFrame:
                                     "ratio_pct": ratio,
                                     "method": cls.display_name or method_id,
                                     "method_id": method_id,
-                                    "all_labels": all_labels,
+                                    "all_labels": cls.labeled_pool == "all",
                                     "seed": run.seed,
                                     "dsc": run.dsc,
                                     "asd": run.asd,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mona.config import split_variant
+from mona.config import shared_ratio, split_variant
 from mona.errors import DataError
 from mona.io import read_json
 
@@ -170,7 +170,7 @@ def curve_runs(
 
     methods = load_methods(tuple(config.get("plugins", [])))
     ratios = config["ratios"]
-    shown = str(ratios[len(ratios) // 2])
+    shown = shared_ratio(config, dataset, ratios[len(ratios) // 2])
     curves: dict[str, list[tuple[int, str, pd.DataFrame]]] = {}
     for method_id in config["tables"][table]["methods"]:
         stages = methods[split_variant(method_id)[0]].stages

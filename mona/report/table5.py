@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mona.config import run_ratio
 from mona.errors import DataError
 from mona.report.ablations import method_defaults, run_name
 from mona.report.compare import Comparison, write_text
@@ -108,7 +109,7 @@ def config_problems(config: dict) -> list[str]:
 
 
 def metrics_paths(
-    config: dict, run_dir: str, run_ratio: Callable[[str, float], str]
+    config: dict, run_dir: str, run_ratio: Callable[[str, str, float], str]
 ) -> list[str]:
     """Every seed's metrics file of every row; `run_dir` is the DAG's run folder pattern
     ({dataset}, {method}, {ratio}, {seed}), `run_ratio` its ratio naming."""
@@ -117,7 +118,7 @@ def metrics_paths(
             os.path.join(
                 run_dir.format(
                     dataset=row.dataset, method=row.method_id,
-                    ratio=run_ratio(row.method_id, row.ratio), seed=seed,
+                    ratio=run_ratio(row.dataset, row.method_id, row.ratio), seed=seed,
                 ),
                 row.metrics_file,
             )  # fmt: skip
@@ -144,8 +145,9 @@ def seed_frame(metrics_paths: list[Path]) -> pd.DataFrame:
     return runs
 
 
-def _matching(runs: pd.DataFrame, row: Table5Row) -> pd.DataFrame:
-    here = runs_of(runs, row.dataset, row.method_id, str(row.ratio))
+def _matching(config: dict, runs: pd.DataFrame, row: Table5Row) -> pd.DataFrame:
+    folder = run_ratio(config, row.dataset, row.method_id, row.ratio)
+    here = runs_of(runs, row.dataset, row.method_id, folder)
     return here[here.setting == row.setting] if len(here) else here
 
 
@@ -154,7 +156,7 @@ def summarize(config: dict, metrics_paths: list[Path]) -> pd.DataFrame:
     paper = paper_numbers()
     table = []
     for row in rows(config):
-        here = _matching(runs, row)
+        here = _matching(config, runs, row)
         reported = paper[
             (paper.dataset == row.dataset)
             & (paper.setting == row.setting)
@@ -196,7 +198,7 @@ def comparison(config: dict, metrics_paths: list[Path]) -> Comparison:
                 "asd": seed.asd,
             }
             for row in rows(config)
-            for seed in _matching(runs, row).itertuples()
+            for seed in _matching(config, runs, row).itertuples()
         ],
         columns=[*keys, "method_id", "seed", "dsc", "asd"],
     )

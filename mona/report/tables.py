@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mona.config import dataset_train, protocol, split_variant
+from mona.config import dataset_train, protocol, run_ratio, split_variant
 from mona.engine import TrainConfig
 from mona.errors import DataError
 from mona.io import atomic_path, read_json
@@ -202,8 +202,8 @@ def build_table(
         for ratio in config["ratios"]:
             for method_id in spec["methods"]:
                 cls = methods[split_variant(method_id)[0]]
-                run_ratio = "all" if cls.labeled_pool == "all" else str(ratio)
-                runs_here = runs_of(runs, dataset, method_id, run_ratio)
+                folder = run_ratio(config, dataset, method_id, ratio)
+                runs_here = runs_of(runs, dataset, method_id, folder)
                 reported = paper[
                     (paper.dataset == dataset)
                     & (paper.method == cls.display_name)
@@ -346,8 +346,9 @@ def shared_subsets(frame: pd.DataFrame) -> list[str]:
 
     A ratio selects round(ratio x training patients) whole patients, at least one, as a prefix
     of each seed's patient order, so two ratios with the same count train on the same labeled
-    set and their rows repeat the same numbers (MM-WHS's 15 training volumes: 1 % and 5 % are
-    both one patient).
+    set and their rows show the same training (MM-WHS's 15 training volumes: 1 % and 5 % are
+    both one patient). Where the config fixes the patient count, the DAG trains it once
+    (`mona.config.shared_ratio`).
     """
     notes = []
     if "labeled_patients" not in frame:
@@ -363,10 +364,10 @@ def shared_subsets(frame: pd.DataFrame) -> list[str]:
             by_count.setdefault(int(count), []).append(ratio)
         for count, ratios in by_count.items():
             if len(ratios) > 1:
-                listed = " and ".join(f"{r} %" for r in ratios)
+                listed = " and ".join(f"{r:g} %" for r in ratios)
                 notes.append(
                     f"{dataset}: {listed} label the same {count} patient(s) per seed, so their "
-                    "rows repeat the same runs' numbers."
+                    "rows come from the same training (same seeds, same labeled patients)."
                 )
     return notes
 

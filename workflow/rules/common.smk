@@ -10,6 +10,7 @@ from mona.config import (
     coerce_command_line,
     ratio_names,
     run_method_problems,
+    run_ratio as config_run_ratio,
     split_variant,
     step_settings,
     validate_schema,
@@ -66,9 +67,11 @@ def method_class(run_method):
     return METHODS[split_variant(run_method)[0]]
 
 
-def run_ratio(method, ratio):
-    """Methods that label every training patient train once for all ratios."""
-    return "all" if method_class(method).labeled_pool == "all" else str(ratio)
+def run_ratio(dataset, method, ratio):
+    """The ratio folder of a table cell's runs: methods that label every training patient
+    train once for all ratios, and ratios that label the same patients share one run."""
+    method_class(method)  # an unknown method or variant stops the planning here
+    return config_run_ratio(config, dataset, method, ratio)
 
 
 def seed_paths(suffix):
@@ -120,7 +123,10 @@ def table_metrics(wildcards):
         {
             os.path.join(
                 RUN.format(
-                    dataset=dataset, method=method, ratio=run_ratio(method, ratio), seed=seed
+                    dataset=dataset,
+                    method=method,
+                    ratio=run_ratio(dataset, method, ratio),
+                    seed=seed,
                 ),
                 "metrics.json",
             )
@@ -231,7 +237,8 @@ def qualitative_runs(wildcards):
     plan = QUALITATIVE[wildcards.figure]
     runs = [
         RUN.format(
-            dataset=plan.dataset, method=method, ratio=run_ratio(method, plan.ratio), seed=plan.seed
+            dataset=plan.dataset, method=method, ratio=run_ratio(plan.dataset, method, plan.ratio),
+            seed=plan.seed,
         )
         for method in plan.methods
     ]
