@@ -34,12 +34,14 @@ def config():
     return config
 
 
-def run_metrics(root: Path, method, ratio, seed, dice, hd95, names=("RV", "Myo", "LV")):
-    path = root / "runs" / "acdc" / method / f"r{ratio}" / f"s{seed}" / "metrics.json"
+def run_metrics(
+    root: Path, method, ratio, seed, dice, hd95, names=("RV", "Myo", "LV"), dataset="acdc"
+):
+    path = root / "runs" / dataset / method / f"r{ratio}" / f"s{seed}" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(
         {
-            "dataset": "acdc", "method": method, "ratio": ratio, "seed": seed,
+            "dataset": dataset, "method": method, "ratio": ratio, "seed": seed,
             "class_names": list(names),
             "summary": {"dsc": None, "dsc_per_class": dice, "hd95_per_class": hd95},
         },
@@ -71,6 +73,20 @@ def test_per_class_means_and_stds_over_seeds(tmp_path, config):
     assert (row.RV, row.Myo, row.LV) == ("15.00 ± 7.07", "-", "3.00 ± 1.41")
     # order: ratio, then the table's method order
     assert list(pivot.method[pivot["labeled %"] == 5]) == ["UNet-F", "MT"]
+
+
+def test_a_run_two_ratios_share_is_listed_under_both(tmp_path, config):
+    # the default's MM-WHS: 15 training volumes, 1 % and 5 % both label one patient (r1)
+    config["tables"]["table4"] = {"datasets": ["mmwhs"], "methods": ["mt"]}
+    names = ("LV", "RV")
+    paths = [
+        run_metrics(tmp_path, "mt", r, 0, [d, d], [1.0, 1.0], names=names, dataset="mmwhs")
+        for r, d in (("1", 0.5), ("10", 0.7))
+    ]
+    frame = class_table(class_scores("table4", paths, config), config, "table4")
+    lv = frame[frame["class"] == "LV"].set_index("ratio_pct")
+    assert list(lv.index) == [1, 5, 10]
+    assert list(lv.dsc_mean) == pytest.approx([50.0, 50.0, 70.0])
 
 
 def test_class_page_and_csv_are_written(tmp_path, config):

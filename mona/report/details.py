@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mona.config import shared_ratio, split_variant
+from mona.config import run_ratio, shared_ratio, split_variant
 from mona.errors import DataError
 from mona.io import read_json
 
@@ -25,8 +25,8 @@ CLASS_COLUMNS = ["dataset", "ratio_pct", "method", "method_id", "class", "seed",
 
 def class_scores(table: str, metrics_paths: Sequence[Path], config: dict) -> pd.DataFrame:
     """One row per run and foreground class: Dice (%) and HD95 (mm or voxels), or None where
-    the empty-mask policy left the class out. A run shared by several ratios (UNet-F) is listed
-    under each ratio the table shows."""
+    the empty-mask policy left the class out. A run shared by several ratios (UNet-F's, or one
+    whose labeled patients two ratios share) is listed under each ratio it serves."""
     from mona.registry import load_methods
 
     methods = load_methods(tuple(config.get("plugins", [])))
@@ -43,7 +43,11 @@ def class_scores(table: str, metrics_paths: Sequence[Path], config: dict) -> pd.
         hd95 = summary.get("hd95_per_class") or [None] * len(dice)
         if len(names) != len(dice):
             raise DataError([f"{path}: {len(dice)} per-class scores but class names {names}"])
-        ratios = config["ratios"] if metrics["ratio"] == "all" else [int(metrics["ratio"])]
+        ratios = [
+            r
+            for r in config["ratios"]
+            if run_ratio(config, metrics["dataset"], method_id, r) == str(metrics["ratio"])
+        ]
         for ratio in ratios:
             for name, d, h in zip(names, dice, hd95, strict=True):
                 rows.append(
